@@ -1,0 +1,1 @@
+"""The DVC pipeline: one Typer command per stage, each reading its own params.yaml section."""

@@ -1,0 +1,24 @@
+"""The ``fomm`` command: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+import typer
+
+from .stages import crop, download, metadata, shard, synth
+
+app = typer.Typer(
+    help="VoxCeleb (or the built-in synthetic set) to First Order Motion Model training data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("synth")(synth.command)
+app.command("metadata")(metadata.command)
+app.command("download")(download.command)
+app.command("crop")(crop.command)
+app.command("shard")(shard.command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,8 @@
+"""Placeholder: replaced by the synth stage implementation."""
+
+import typer
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise typer.Exit(1)
