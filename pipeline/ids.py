@@ -12,7 +12,7 @@ from pathlib import Path
 from fomm_core.errors import FommError
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
-PERSON_ID = re.compile(r"id\d{5}")
+PERSON_ID = re.compile(r"id[0-9]{5}")
 PARTITIONS = ("train", "test")
 
 
@@ -33,7 +33,7 @@ def make_clip_id(person_id: str, video_id: str, start: int, end: int) -> str:
     return f"{person_id}#{video_id}#{int(start):06d}#{int(end):06d}"
 
 
-CLIP_ID = re.compile(r"(id\d{5})#([A-Za-z0-9_-]{11})#(\d{6,})#(\d{6,})")
+CLIP_ID = re.compile(r"(id[0-9]{5})#([A-Za-z0-9_-]{11})#([0-9]{6,})#([0-9]{6,})")
 
 
 def parse_clip_id(clip_id: str) -> tuple[str, str, int, int]:

@@ -21,6 +21,8 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        # Under CI or a log file a bar only adds noise; the summary line says the result.
+        disable=not console.is_terminal,
     )
 
 
@@ -34,4 +36,4 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
 
 def summary(text: str) -> None:
     """The one line each stage ends with: what it did, in numbers."""
-    Console().print(text, highlight=False)
+    Console(soft_wrap=True).print(text, highlight=False)
