@@ -1,0 +1,50 @@
+"""The clips and rejects tables (CONTRACTS.md "metadata"), written atomically as Parquet."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fomm_core.atomic import atomic_path
+
+from .records import Clip, Reject
+
+CLIPS_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("video_id", pa.string()), ("person_id", pa.string()),
+    ("partition", pa.string()), ("start", pa.int64()), ("end", pa.int64()), ("fps", pa.float64()),
+    ("left", pa.float64()), ("top", pa.float64()), ("right", pa.float64()), ("bottom", pa.float64()),
+    ("width", pa.int64()), ("height", pa.int64()), ("url", pa.string()), ("source", pa.string()),
+    ("box_clipped", pa.bool_()),
+])
+
+REJECTS_SCHEMA = pa.schema([
+    ("source", pa.string()), ("row", pa.int64()), ("video_id", pa.string()), ("person_id", pa.string()),
+    ("start", pa.int64()), ("end", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
+])
+
+
+def _table(rows: list, schema: pa.Schema) -> pa.Table:
+    columns = {name: [getattr(row, name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def clips_table(clips: list[Clip]) -> pa.Table:
+    """Sorted by clip_id, which is unique, so the table is the same for the same input."""
+    return _table(sorted(clips, key=lambda c: c.clip_id), CLIPS_SCHEMA)
+
+
+def rejects_table(rejects: list[Reject]) -> pa.Table:
+    ordered = sorted(rejects, key=lambda r: (r.source, r.row, r.reason, r.detail))
+    return _table(ordered, REJECTS_SCHEMA)
+
+
+def write_table(table: pa.Table, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+
+
+assert [f.name for f in dataclasses.fields(Clip)] == CLIPS_SCHEMA.names
+assert [f.name for f in dataclasses.fields(Reject)] == REJECTS_SCHEMA.names
