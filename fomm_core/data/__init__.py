@@ -1,0 +1,20 @@
+"""Training and evaluation data from ``fomm shard`` output (torch datasets, frame reader)."""
+
+from .augment import AugmentConfig, augment_pair
+from .datasets import ClipFramesDataset, DatasetRepeater, FramePairDataset, to_tensor
+from .seeding import item_rng, seed_worker
+from .shards import ClipEntry, ShardStore, decode_image
+
+__all__ = [
+    "AugmentConfig",
+    "ClipEntry",
+    "ClipFramesDataset",
+    "DatasetRepeater",
+    "FramePairDataset",
+    "ShardStore",
+    "augment_pair",
+    "decode_image",
+    "item_rng",
+    "seed_worker",
+    "to_tensor",
+]

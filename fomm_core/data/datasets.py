@@ -1,0 +1,137 @@
+"""Torch datasets over the shards: training frame pairs and whole clips for evaluation."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import FommError
+from .augment import AugmentConfig, augment_pair
+from .seeding import item_rng
+from .shards import ClipEntry, ShardStore
+
+GT_KEYS = ("gt_landmarks", "gt_mouth_open", "gt_blink", "gt_pose")
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) to contiguous float32 (..., 3, H, W) in [0, 1].
+
+    Single-threaded numpy, one contiguous plane at a time: torch's intra-op threads cost
+    more than they save on frame-sized tensors, especially on a busy machine.
+    """
+    frames = np.asarray(frames)
+    out = np.empty(frames.shape[:-3] + (frames.shape[-1],) + frames.shape[-3:-1], np.float32)
+    for c in range(frames.shape[-1]):
+        np.divide(frames[..., c], np.float32(255.0), out=out[..., c, :, :], dtype=np.float32)
+    return torch.from_numpy(out)
+
+
+def _store(source: str | os.PathLike | ShardStore) -> ShardStore:
+    return source if isinstance(source, ShardStore) else ShardStore(source)
+
+
+class FramePairDataset(Dataset):
+    """Two distinct random frames of one clip, as FOMM trains.
+
+    With ``id_sampling`` (FOMM's default for VoxCeleb) an epoch has one item per identity:
+    item ``i`` picks a random clip of the ``i``-th person, so people with many clips do not
+    dominate. Frames are drawn sorted (source before driving); the time flip swaps them.
+    Items: ``{"source", "driving"}`` float32 (3, H, W) in [0, 1], ``"clip_id"``, and
+    ``"frames"`` = (source frame, driving frame).
+    """
+
+    def __init__(self, root: str | os.PathLike | ShardStore, partition: str = "train",
+                 augment: AugmentConfig | None = None, id_sampling: bool = True):
+        self.store = _store(root)
+        self.partition = partition
+        self.augment = augment
+        self.id_sampling = id_sampling
+        self.clips = [c for c in self.store.select(partition) if c.num_frames >= 2]
+        if not self.clips:
+            raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {partition!r}")
+        by_person: dict[str, list[ClipEntry]] = defaultdict(list)
+        for clip in self.clips:
+            by_person[clip.person_id].append(clip)
+        self.people = sorted(by_person)
+        self.clips_by_person = {p: by_person[p] for p in self.people}
+
+    def __len__(self) -> int:
+        return len(self.people) if self.id_sampling else len(self.clips)
+
+    def __getitem__(self, idx: int) -> dict:
+        if not 0 <= idx < len(self):
+            raise IndexError(idx)
+        rng = item_rng()
+        if self.id_sampling:
+            options = self.clips_by_person[self.people[idx]]
+            clip = options[int(rng.integers(len(options)))]
+        else:
+            clip = self.clips[idx]
+        i, j = sorted(int(f) for f in rng.choice(clip.num_frames, size=2, replace=False))
+        first, second = self.store.read_frames(clip, [i, j])
+        source, driving = to_tensor(first), to_tensor(second)
+        if self.augment is not None:
+            source, driving, swapped = augment_pair(source, driving, self.augment, rng)
+            if swapped:
+                i, j = j, i
+        return {"source": source, "driving": driving, "clip_id": clip.clip_id, "frames": (i, j)}
+
+
+class ClipFramesDataset(Dataset):
+    """Whole clips in index order, for evaluation.
+
+    Item: ``{"clip_id", "frames": float32 (T, 3, H, W)}`` plus the ``gt_*`` arrays when the
+    clip has synthetic ground truth, and ``logmel``/``audio`` with ``with_audio``. For long
+    clips use :meth:`iter_clip_frames`, which holds one batch at a time.
+    """
+
+    def __init__(self, root: str | os.PathLike | ShardStore, partition: str | None = "test",
+                 with_audio: bool = False):
+        self.store = _store(root)
+        self.clips = self.store.select(partition)
+        self.with_audio = with_audio
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, idx: int) -> dict:
+        clip = self.clips[idx]
+        frames = torch.cat([to_tensor(b) for b in self.store.iter_frames(clip, batch=64)])
+        item: dict = {"clip_id": clip.clip_id, "frames": frames}
+        if clip.has_groundtruth or self.with_audio:
+            features = self.store.load_features(clip)
+            if clip.has_groundtruth:
+                for key in GT_KEYS:
+                    item[key] = torch.from_numpy(features[key])
+            if self.with_audio:
+                item["logmel"] = torch.from_numpy(features["logmel"])
+                item["audio"] = torch.from_numpy(features["audio"])
+        return item
+
+    def iter_clip_frames(self, clip_id: str, batch: int = 32) -> Iterator[torch.Tensor]:
+        """A clip's frames in order, float32 (B, 3, H, W) batches, reading as it goes."""
+        for frames in self.store.iter_frames(clip_id, batch=batch):
+            yield to_tensor(frames)
+
+
+class DatasetRepeater(Dataset):
+    """``num_repeats`` passes over a dataset per epoch (FOMM: fewer, longer epochs)."""
+
+    def __init__(self, dataset: Dataset, num_repeats: int = 100):
+        if num_repeats < 1:
+            raise ValueError(f"num_repeats must be at least 1, got {num_repeats}")
+        self.dataset = dataset
+        self.num_repeats = num_repeats
+
+    def __len__(self) -> int:
+        return self.num_repeats * len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, idx: int):
+        if not 0 <= idx < len(self):
+            raise IndexError(idx)
+        return self.dataset[idx % len(self.dataset)]  # type: ignore[arg-type]

@@ -1,0 +1,246 @@
+"""fomm_core.data over real shards built by `fomm shard` from generated clips."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from _shard_helpers import CLIPS, decode_mp4_rgb, make_crop_dir, run_shard, write_params
+from fomm_core.data import (
+    AugmentConfig, ClipFramesDataset, DatasetRepeater, FramePairDataset, ShardStore, seed_worker,
+)
+from fomm_core.errors import FommError
+
+ROW_GROUP = 4
+OK = [c for c in CLIPS if c.status == "ok"]
+TRAIN = [c for c in OK if c.partition == "train"]
+TEST = sorted((c for c in OK if c.partition == "test"), key=lambda c: c.clip_id)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("data")
+    make_crop_dir(root)
+    write_params(root, row_group_frames=ROW_GROUP, max_shard_mb=0.3)
+    result = run_shard(root, "clips", "--out", "shards", "--groundtruth", "groundtruth")
+    assert result.returncode == 0, result.stderr
+    frames = {c.clip_id: decode_mp4_rgb(root / "clips" / c.partition / f"{c.clip_id}.mp4") for c in OK}
+    return root / "shards", frames
+
+
+def as_float(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+
+
+def test_id_sampling_length_and_people(shards):
+    root, _ = shards
+    ds = FramePairDataset(root, "train")
+    assert len(ds) == len({c.person for c in TRAIN}) == 2
+    assert len(FramePairDataset(root, "train", id_sampling=False)) == len(TRAIN)
+    assert len(FramePairDataset(root, "test")) == 2
+    torch.manual_seed(0)
+    picked = Counter(ds[0]["clip_id"] for _ in range(60))
+    # Item 0 is person id00001: every one of their clips gets picked, nobody else's.
+    assert set(picked) == {c.clip_id for c in TRAIN if c.person == "id00001"}
+    assert {ds[1]["clip_id"] for _ in range(5)} == {c.clip_id for c in TRAIN if c.person == "id00002"}
+    with pytest.raises(IndexError):
+        ds[2]
+
+
+def test_pair_is_two_distinct_exact_frames_of_one_clip(shards):
+    root, frames = shards
+    ds = FramePairDataset(root, "train", id_sampling=False)
+    torch.manual_seed(1)
+    seen = set()
+    for idx in range(len(ds)):
+        for _ in range(5):
+            item = ds[idx]
+            i, j = item["frames"]
+            assert i < j  # no augmentation: source is the earlier frame
+            assert item["source"].shape == (3, 64, 64) and item["source"].dtype == torch.float32
+            assert item["source"].is_contiguous()
+            torch.testing.assert_close(item["source"], as_float(frames[item["clip_id"]][i]), rtol=0, atol=0)
+            torch.testing.assert_close(item["driving"], as_float(frames[item["clip_id"]][j]), rtol=0, atol=0)
+            seen.add((item["clip_id"], i, j))
+    assert len(seen) > 15
+
+
+def test_pair_reads_only_its_row_groups(shards):
+    root, _ = shards
+    store = ShardStore(root)
+    ds = FramePairDataset(store, "train", id_sampling=False)
+    longest = max(range(len(ds)), key=lambda k: ds.clips[k].num_frames)
+    assert ds.clips[longest].num_frames > 4 * ROW_GROUP  # a clip of many row groups
+    torch.manual_seed(2)
+    for _ in range(20):
+        before = store.row_groups_read
+        item = ds[longest]
+        i, j = item["frames"]
+        # Clips start at row-group boundaries, so frame k is in the clip's group k // ROW_GROUP.
+        assert store.row_groups_read - before == len({i // ROW_GROUP, j // ROW_GROUP}) <= 2
+    before = store.row_groups_read
+    batches = list(store.iter_frames(ds.clips[longest], batch=5))
+    n = ds.clips[longest].num_frames
+    assert store.row_groups_read - before == -(-n // ROW_GROUP)
+    assert [len(b) for b in batches] == [5] * (n // 5) + ([n % 5] if n % 5 else [])
+
+
+def test_horizontal_flip_really_flips(shards):
+    root, _ = shards
+    plain = FramePairDataset(root, "train", augment=AugmentConfig.off())
+    flip = FramePairDataset(root, "train", augment=AugmentConfig(horizontal_flip=1.0, time_flip=0.0, jitter=0.0))
+    torch.manual_seed(3)
+    a = plain[0]
+    torch.manual_seed(3)
+    b = flip[0]
+    assert a["frames"] == b["frames"] and a["clip_id"] == b["clip_id"]
+    torch.testing.assert_close(b["source"], torch.flip(a["source"], dims=[2]), rtol=0, atol=0)
+    torch.testing.assert_close(b["driving"], torch.flip(a["driving"], dims=[2]), rtol=0, atol=0)
+    assert not torch.equal(a["source"], b["source"])
+
+
+def test_time_flip_swaps_source_and_driving(shards):
+    root, _ = shards
+    plain = FramePairDataset(root, "train", augment=AugmentConfig.off())
+    swap = FramePairDataset(root, "train", augment=AugmentConfig(horizontal_flip=0.0, time_flip=1.0, jitter=0.0))
+    torch.manual_seed(4)
+    a = plain[1]
+    torch.manual_seed(4)
+    b = swap[1]
+    assert b["frames"] == a["frames"][::-1] and b["frames"][0] > b["frames"][1]
+    assert torch.equal(b["source"], a["driving"]) and torch.equal(b["driving"], a["source"])
+
+
+def test_colour_jitter_same_for_both_frames(shards):
+    root, _ = shards
+    plain = FramePairDataset(root, "train", augment=AugmentConfig.off())
+    bright = AugmentConfig(horizontal_flip=0.0, time_flip=0.0, jitter=1.0,
+                           brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0)
+    jitter = FramePairDataset(root, "train", augment=bright)
+    factors = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        a = plain[0]
+        torch.manual_seed(seed)
+        b = jitter[0]
+        pair = []
+        for key in ("source", "driving"):
+            ok = (a[key] > 0.1) & (b[key] < 0.99)
+            pair.append((b[key][ok] / a[key][ok]).median().item())
+            assert torch.allclose(b[key][ok], a[key][ok] * pair[-1], atol=0.01)
+        assert pair[0] == pytest.approx(pair[1], abs=0.005)  # one factor for the pair
+        assert 0.5 - 0.01 <= pair[0] <= 1.5 + 0.01
+        factors.append(pair[0])
+    assert np.ptp(factors) > 0.05  # a new factor per item
+    full = FramePairDataset(root, "train", augment=AugmentConfig(horizontal_flip=0.0, time_flip=0.0))
+    torch.manual_seed(9)
+    c = full[0]
+    assert 0.0 <= c["source"].min() and c["source"].max() <= 1.0
+
+
+def _epoch(loader: DataLoader) -> list[tuple[str, tuple[int, int]]]:
+    out = []
+    for batch in loader:
+        for k, clip_id in enumerate(batch["clip_id"]):
+            out.append((clip_id, (int(batch["frames"][0][k]), int(batch["frames"][1][k]))))
+    return out
+
+
+def test_worker_seeding_differs_per_worker_and_repeats(shards):
+    root, _ = shards
+    # One clip, repeated: every item samples the same population of frame pairs.
+    ds = FramePairDataset(root, "train", id_sampling=False)
+    ds.clips = [max(ds.clips, key=lambda c: c.num_frames)]
+    data = DatasetRepeater(ds, 16)
+
+    def loader() -> DataLoader:
+        return DataLoader(data, batch_size=4, num_workers=2, worker_init_fn=seed_worker)
+
+    torch.manual_seed(5)
+    first = _epoch(loader())
+    torch.manual_seed(5)
+    assert _epoch(loader()) == first  # same seed, same pairs
+    torch.manual_seed(6)
+    assert _epoch(loader()) != first
+    # Batches alternate between the two workers; a shared seed would repeat the pairs.
+    worker0 = [first[b * 4:(b + 1) * 4] for b in range(0, 4, 2)]
+    worker1 = [first[b * 4:(b + 1) * 4] for b in range(1, 4, 2)]
+    assert worker0 != worker1
+    assert len(set(first)) > len(first) // 2
+    # Second epoch of the same loader: new pairs.
+    torch.manual_seed(5)
+    it = loader()
+    assert _epoch(it) == first and _epoch(it) != first
+
+
+def test_main_process_reproducible(shards):
+    root, _ = shards
+    ds = FramePairDataset(root, "train")
+    torch.manual_seed(7)
+    a = [ds[k % 2]["frames"] for k in range(10)]
+    torch.manual_seed(7)
+    b = [ds[k % 2]["frames"] for k in range(10)]
+    assert a == b and len(set(a)) > 1
+
+
+def test_repeater(shards):
+    root, _ = shards
+    ds = FramePairDataset(root, "train")
+    rep = DatasetRepeater(ds, 3)
+    assert len(rep) == 3 * len(ds)
+    assert rep[len(ds) + 1]["clip_id"].startswith(ds.people[1])
+    with pytest.raises(IndexError):
+        rep[len(rep)]
+    with pytest.raises(ValueError):
+        DatasetRepeater(ds, 0)
+
+
+def test_clip_frames_in_order_with_groundtruth(shards):
+    root, frames = shards
+    ds = ClipFramesDataset(root, "test", with_audio=True)
+    assert [ds[k]["clip_id"] for k in range(len(ds))] == [c.clip_id for c in TEST]
+    for k, clip in enumerate(TEST):
+        item = ds[k]
+        expected = torch.from_numpy(frames[clip.clip_id]).permute(0, 3, 1, 2).float() / 255.0
+        assert item["frames"].shape == (clip.frames, 3, 64, 64)
+        torch.testing.assert_close(item["frames"], expected, rtol=0, atol=0)
+        assert item["gt_landmarks"].shape == (clip.frames, 5, 2)
+        assert item["logmel"].shape == (4 * clip.frames, 26)
+        streamed = list(ds.iter_clip_frames(clip.clip_id, batch=3))
+        assert all(len(b) <= 3 for b in streamed)
+        torch.testing.assert_close(torch.cat(streamed), expected, rtol=0, atol=0)
+    assert len(ClipFramesDataset(root, None)) == len(OK)
+
+
+def test_store_survives_pickling_and_fork(shards):
+    root, frames = shards
+    store = ShardStore(root)
+    clip = store.select("train")[0]
+    store.read_frames(clip, [0])  # opens a file handle in this process
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._files == {}
+    np.testing.assert_array_equal(clone.read_frames(clip.clip_id, [1])[0], frames[clip.clip_id][1])
+    # Workers forked after the parent opened the files read correct frames too.
+    ds = FramePairDataset(store, "train", id_sampling=False)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, worker_init_fn=seed_worker)
+    for item in loader:
+        i, _ = item["frames"]
+        torch.testing.assert_close(item["source"], as_float(frames[item["clip_id"]][i]), rtol=0, atol=0)
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(FommError, match="index.parquet: shard index not found"):
+        ShardStore(tmp_path)
+
+
+
+def test_empty_partition_is_a_clear_error(shards):
+    root, _ = shards
+    with pytest.raises(FommError, match="no clips with 2\\+ frames in partition 'dev'"):
+        FramePairDataset(root, "dev")
