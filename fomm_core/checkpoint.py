@@ -1,0 +1,77 @@
+"""The FOMM checkpoint format, shared by training (writes, resumes) and inference (reads).
+
+One ``torch.save`` dict of tensors and plain values only, so it loads with
+``weights_only=True``; written atomically so a kill mid-save keeps the previous file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .config import from_mapping, to_mapping
+from .errors import FommError
+from .model_config import ModelConfig
+from .weights import load_checkpoint
+
+FORMAT = "fomm-checkpoint-v1"
+MODEL_KEYS = ("kp_detector", "generator", "discriminator")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model_config: ModelConfig,
+    models: dict[str, nn.Module],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save ``models`` (a subset of MODEL_KEYS) plus ``extra`` plain state (optimizers, step...)."""
+    unknown = set(models) - set(MODEL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown model names {sorted(unknown)}; expected some of {MODEL_KEYS}")
+    state: dict[str, Any] = {"format": FORMAT, "model_config": to_mapping(model_config)}
+    for name, module in models.items():
+        module = getattr(module, "module", module)  # unwrap DistributedDataParallel
+        module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+        state[name] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    if extra:
+        clash = set(extra) & set(state)
+        if clash:
+            raise ValueError(f"extra keys {sorted(clash)} clash with the checkpoint's own keys")
+        state.update(extra)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``), checked for the format marker."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FommError(f"{path}: not a {FORMAT} checkpoint; was it written by `fomm train`?")
+    return state
+
+
+def checkpoint_model_config(state: dict[str, Any], path: str | os.PathLike = "checkpoint") -> ModelConfig:
+    return from_mapping(ModelConfig, state["model_config"], f"{path}: model_config")
+
+
+def load_inference_models(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``(kp_detector, generator, model_config)`` in eval mode, for evaluation and animation."""
+    from .models import build_models
+
+    state = read_checkpoint(path)
+    config = checkpoint_model_config(state, path)
+    kp_detector, generator, _ = build_models(config)
+    for name, module in (("kp_detector", kp_detector), ("generator", generator)):
+        if name not in state:
+            raise FommError(f"{path}: checkpoint has no {name} weights")
+        try:
+            module.load_state_dict(state[name])
+        except RuntimeError as exc:
+            raise FommError(f"{path}: {name} weights do not match its model_config ({str(exc).splitlines()[0]})") from None
+    return kp_detector.to(device).eval(), generator.to(device).eval(), config
