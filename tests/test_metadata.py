@@ -21,8 +21,8 @@ from pipeline.metadata.identities import load_test_identities
 from pipeline.metadata.tables import clips_table, rejects_table
 from pipeline.params import load_section
 
-# Real published rows, at ../shared beside the checkout (see shared/README.md).
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "vox-metadata-sample.csv"
+# Real published rows (198 of VoxCeleb1's vox-metadata.csv), kept in the repo so a fresh clone tests them.
+SAMPLE = Path(__file__).resolve().parents[1] / "metadata" / "vox-metadata-sample.csv"
 HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id"
 ROOT = Path(__file__).resolve().parents[1]
 
