@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from _shard_helpers import CLIPS, decode_mp4_rgb, make_crop_dir, run_shard, write_params
 from fomm_core.data import (
     AugmentConfig, ClipFramesDataset, DatasetRepeater, FramePairDataset, ShardStore, seed_worker,
+    to_float,
 )
 from fomm_core.errors import FommError
 
@@ -244,3 +245,27 @@ def test_empty_partition_is_a_clear_error(shards):
     root, _ = shards
     with pytest.raises(FommError, match="no clips with 2\\+ frames in partition 'dev'"):
         FramePairDataset(root, "dev")
+
+
+def test_uint8_items_match_float_items_and_collate(shards):
+    root, _ = shards
+    floats = FramePairDataset(root, "train", id_sampling=False)
+    ints = FramePairDataset(root, "train", id_sampling=False, as_float=False,
+                            augment=AugmentConfig(horizontal_flip=0.5, time_flip=0.5, jitter=0.0))
+    plain = FramePairDataset(root, "train", id_sampling=False,
+                             augment=AugmentConfig(horizontal_flip=0.5, time_flip=0.5, jitter=0.0))
+    for seed in range(4):
+        torch.manual_seed(seed)
+        a = plain[seed % len(plain)]
+        torch.manual_seed(seed)
+        b = ints[seed % len(ints)]
+        assert b["source"].dtype == torch.uint8 and b["source"].shape == (3, 64, 64)
+        assert b["source"].is_contiguous() and a["frames"] == b["frames"]
+        assert torch.equal(to_float(b["source"]), a["source"]) and torch.equal(to_float(b["driving"]), a["driving"])
+    batch = next(iter(DataLoader(ints, batch_size=3)))
+    assert batch["source"].dtype == torch.uint8 and to_float(batch["source"]).dtype == torch.float32
+    assert float(floats[0]["source"].max()) <= 1.0
+    with pytest.raises(ValueError, match="colour jitter needs float"):
+        FramePairDataset(root, "train", as_float=False, augment=AugmentConfig())
+    with pytest.raises(TypeError):
+        to_float(a["source"])

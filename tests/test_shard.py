@@ -24,7 +24,7 @@ OK = [c for c in CLIPS if c.status == "ok"]
 def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shard")
     make_crop_dir(root)
-    write_params(root, max_shard_mb=MAX_MB, row_group_frames=ROW_GROUP)
+    write_params(root, max_shard_mb=MAX_MB, row_group_frames=ROW_GROUP, png_compression=1)
     return root
 
 
@@ -167,7 +167,7 @@ def test_without_groundtruth_and_jpeg_quality(work):
         errors[quality] = np.abs(img.astype(int) - ref).mean()
     assert sizes[30] < 0.7 * sizes[95]
     assert errors[95] < errors[30] / 2  # (4:2:0 chroma bounds the error on this saturated pattern)
-    write_params(work, max_shard_mb=MAX_MB, row_group_frames=ROW_GROUP)
+    write_params(work, max_shard_mb=MAX_MB, row_group_frames=ROW_GROUP, png_compression=1)
 
 
 def test_params_defaults_and_failed_run_keeps_previous_output(tmp_path):
@@ -213,3 +213,24 @@ def test_help_explains():
     result = run_shard(Path("."), "--help")
     assert result.returncode == 0
     assert "--groundtruth" in result.stdout and "shards" in result.stdout
+
+
+def test_png_levels_are_lossless_and_level0_is_unfiltered_stored():
+    from pipeline.shard.encode import ImageCodec
+
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.arange(48, dtype=np.uint8)[None, :, None], 40, axis=0).repeat(3, axis=2)
+    frame = np.ascontiguousarray(smooth + rng.integers(0, 4, smooth.shape, dtype=np.uint8))
+    sizes = {}
+    for level in (0, 1, 6):
+        data = ImageCodec("png", png_compression=level).encoder()(frame)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), frame)
+        sizes[level] = len(data)
+    assert sizes[1] < sizes[0] and sizes[6] <= sizes[1]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        # Stored deflate of unfiltered rows: every scanline is its filter byte 0 + raw BGR bytes.
+        raw = ImageCodec("png", png_compression=0).encoder()(frame)
+        row = frame.shape[1] * 3
+        first = raw.index(b"IDAT") + 4 + 2 + 5  # chunk type, zlib header, stored block header
+        assert raw[first] == 0 and raw[first + 1:first + 1 + row] == frame[0, :, ::-1].tobytes()

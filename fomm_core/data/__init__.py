@@ -1,7 +1,9 @@
 """Training and evaluation data from ``fomm shard`` output (torch datasets, frame reader)."""
 
 from .augment import AugmentConfig, augment_pair
-from .datasets import ClipFramesDataset, DatasetRepeater, FramePairDataset, to_tensor
+from .datasets import (
+    ClipFramesDataset, DatasetRepeater, FramePairDataset, to_chw_uint8, to_float, to_tensor,
+)
 from .seeding import item_rng, seed_worker
 from .shards import ClipEntry, ShardStore, decode_image
 
@@ -16,5 +18,7 @@ __all__ = [
     "decode_image",
     "item_rng",
     "seed_worker",
+    "to_chw_uint8",
+    "to_float",
     "to_tensor",
 ]

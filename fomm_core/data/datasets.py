@@ -31,6 +31,21 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def to_chw_uint8(frame: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) to a contiguous uint8 (3, H, W) tensor (a quarter of the float bytes)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(frame).transpose(2, 0, 1)))
+
+
+def to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (any shape, e.g. a collated (B, 3, H, W) batch, on any device) to float32
+    in [0, 1], exactly as the dataset's float items. Use after ``as_float=False`` items have
+    crossed the DataLoader's worker queue (or been moved to the GPU) at a quarter of the size.
+    """
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 frames, got {frames.dtype}")
+    return frames.to(torch.float32).div_(255.0)
+
+
 def _store(source: str | os.PathLike | ShardStore) -> ShardStore:
     return source if isinstance(source, ShardStore) else ShardStore(source)
 
@@ -42,15 +57,22 @@ class FramePairDataset(Dataset):
     item ``i`` picks a random clip of the ``i``-th person, so people with many clips do not
     dominate. Frames are drawn sorted (source before driving); the time flip swaps them.
     Items: ``{"source", "driving"}`` float32 (3, H, W) in [0, 1], ``"clip_id"``, and
-    ``"frames"`` = (source frame, driving frame).
+    ``"frames"`` = (source frame, driving frame). With ``as_float=False`` the frames stay
+    uint8 (3, H, W): 4x fewer bytes through DataLoader worker queues and to the GPU; convert
+    batches with :func:`to_float`. Colour jitter needs float frames, so it is refused then.
     """
 
     def __init__(self, root: str | os.PathLike | ShardStore, partition: str = "train",
-                 augment: AugmentConfig | None = None, id_sampling: bool = True):
+                 augment: AugmentConfig | None = None, id_sampling: bool = True,
+                 as_float: bool = True):
+        if not as_float and augment is not None and augment.jitter > 0 and any(
+                v > 0 for v in (augment.brightness, augment.contrast, augment.saturation, augment.hue)):
+            raise ValueError("colour jitter needs float frames: use as_float=True or AugmentConfig(jitter=0)")
         self.store = _store(root)
         self.partition = partition
         self.augment = augment
         self.id_sampling = id_sampling
+        self.as_float = as_float
         self.clips = [c for c in self.store.select(partition) if c.num_frames >= 2]
         if not self.clips:
             raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {partition!r}")
@@ -74,7 +96,8 @@ class FramePairDataset(Dataset):
             clip = self.clips[idx]
         i, j = sorted(int(f) for f in rng.choice(clip.num_frames, size=2, replace=False))
         first, second = self.store.read_frames(clip, [i, j])
-        source, driving = to_tensor(first), to_tensor(second)
+        convert = to_tensor if self.as_float else to_chw_uint8
+        source, driving = convert(first), convert(second)
         if self.augment is not None:
             source, driving, swapped = augment_pair(source, driving, self.augment, rng)
             if swapped:

@@ -29,7 +29,7 @@ class ShardConfig:
     row_group_frames: int = 8  # random access reads whole row groups: keep small
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 95
-    png_compression: int = 1  # zlib level 0..9: higher = smaller, slower to write
+    png_compression: int = 0  # zlib level 0..9; 0 (stored, unfiltered) decodes ~10x faster than 1 at ~2x the size
     encode_threads: int = 2
 
     def validate(self) -> None:
