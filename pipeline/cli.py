@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .stages import crop, download, metadata, shard, synth
+from .stages import animate, crop, download, evaluate, metadata, shard, synth
 
 app = typer.Typer(
     help="VoxCeleb (or the built-in synthetic set) to First Order Motion Model training data.",
@@ -18,6 +18,8 @@ app.command("metadata")(metadata.command)
 app.command("download")(download.command)
 app.command("crop")(crop.command)
 app.command("shard")(shard.command)
+app.command("evaluate")(evaluate.command)
+app.command("animate")(animate.command)
 
 
 def main() -> None:
