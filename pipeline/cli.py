@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .stages import animate, crop, download, evaluate, metadata, shard, synth
+from .stages import animate, crop, download, evaluate, metadata, shard, synth, train, ui
 
 app = typer.Typer(
     help="VoxCeleb (or the built-in synthetic set) to First Order Motion Model training data.",
@@ -18,8 +18,10 @@ app.command("metadata")(metadata.command)
 app.command("download")(download.command)
 app.command("crop")(crop.command)
 app.command("shard")(shard.command)
+app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
 app.command("animate")(animate.command)
+app.command("ui")(ui.command)
 
 
 def main() -> None:

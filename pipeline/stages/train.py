@@ -1,0 +1,83 @@
+"""``fomm train``: train the First Order Motion Model on the shards, tracked in MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from fomm_core.config import to_mapping
+from fomm_core.losses import LossConfig
+from fomm_core.model_config import ModelConfig
+from pipeline.cli_support import user_errors
+from pipeline.params import DEFAULT_PARAMS, load_section
+from pipeline.progress import summary
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM: a stopped run is not a finished stage (DVC must not cache it)
+
+
+def _err(*args, **kwargs) -> None:
+    kwargs.pop("flush", None)
+    print(*args, file=sys.stderr, flush=True, **kwargs)
+
+
+@user_errors
+def command(
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the model, losses and train sections."),
+    shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="Output folder of `fomm shard`."),
+    out: Path = typer.Option(Path("artifacts/train"), "--out", help="Writes checkpoint.pt and train_metrics.json here."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt (fresh start if absent)."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
+    mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+) -> None:
+    """Train the keypoint detector and generator (and discriminator when losses.generator_gan > 0).
+
+    Checkpoints every train.checkpoint_every epochs and at the end; SIGTERM saves a checkpoint and
+    exits with code 143 (continue with --resume). For several GPUs or nodes start it with torchrun,
+    e.g. `torchrun --nproc-per-node 4 -m pipeline train`; rank 0 logs and saves.
+    """
+    from fomm_core.training import TrainConfig, Trainer, TrainingInterrupted, shards_fingerprint
+    from fomm_core.training.distributed import env_dist_info
+    from fomm_core.errors import FommError
+
+    model_config = load_section(params, "model", ModelConfig)
+    loss_config = load_section(params, "losses", LossConfig)
+    train_config = load_section(params, "train", TrainConfig)
+    if not (shards / "index.parquet").is_file():
+        raise FommError(f"{shards}/index.parquet not found; run `fomm shard` first or pass --shards")
+
+    info = env_dist_info()
+    trainer = Trainer(shards, out, model_config, loss_config, train_config, resume=resume, log=_err)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
+    try:
+        from pipeline import tracking
+
+        run_params = {"model": to_mapping(model_config), "losses": to_mapping(loss_config),
+                      "train": to_mapping(train_config)}
+        tags = {"shards_sha256": shards_fingerprint(shards), "shards_dir": str(shards.resolve()),
+                "world_size": str(info.world_size), "resumed": str(resume and trainer.step > 0).lower()}
+        if trainer.vgg_info is not None:
+            tags.update({f"vgg.{k}": str(v) for k, v in trainer.vgg_info.log_params().items()})
+        with tracking.tracked_run("train", run_params, tags, enabled=mlflow and info.is_main, root=mlflow_dir) as logger:
+            trainer.logger = logger if info.is_main else trainer.logger
+            try:
+                result = trainer.run()
+            except TrainingInterrupted as stop:
+                if stop.path is not None:
+                    logger.log_artifact(stop.path)
+                _err(f"stopped by SIGTERM at step {stop.step}; checkpoint saved to {stop.path}; continue with --resume")
+                raise typer.Exit(EXIT_TERMINATED) from None
+            if info.is_main:
+                logger.log_artifact(result.checkpoint)
+                logger.log_artifact(out / "train_metrics.json")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        trainer.close()
+    if info.is_main:
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
+        summary(f"train: {result.steps_this_run} steps (to step {result.steps}, epoch {result.epochs_completed}) in "
+                f"{result.seconds:.1f} s, {result.samples_per_second:.2f} samples/s; {losses}; "
+                f"checkpoint {result.checkpoint}")
