@@ -114,18 +114,10 @@ def generate_from_cache(generator: OcclusionAwareGenerator, cache: SourceCache, 
     result: dict[str, torch.Tensor] = {}
     dense = generator.dense_motion
     if dense is not None:
-        source = _expand(cache.motion_input, batch)
-        _, _, h, w = source.shape
-        heatmaps = dense.heatmap_representation(kp_driving, kp_source, h, w)
-        motions = dense.sparse_motions(kp_driving, kp_source, h, w)
-        deformed = dense.deform_source(source, motions)
-        net_input = torch.cat([heatmaps.unsqueeze(2).to(deformed.dtype), deformed], dim=2)
-        features = dense.hourglass(net_input.reshape(batch, -1, h, w))
-        mask = F.softmax(dense.mask(features).float(), dim=1)
-        deformation = (mask.unsqueeze(-1) * motions).sum(dim=1)
-        out = warp_float(out, deformation)
-        if dense.occlusion is not None:
-            occlusion = torch.sigmoid(dense.occlusion(features).float())
+        motion = dense.motion_from_downscaled(_expand(cache.motion_input, batch), kp_driving, kp_source)
+        out = warp_float(out, motion["deformation"])
+        if "occlusion_map" in motion:
+            occlusion = motion["occlusion_map"]
             result["occlusion_map"] = occlusion
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=True)

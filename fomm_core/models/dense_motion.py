@@ -91,7 +91,10 @@ class DenseMotionNetwork(nn.Module):
         return deformed.reshape(batch, num_motions, *source.shape[1:])
 
     def forward(self, source_image, kp_driving, kp_source) -> dict[str, torch.Tensor]:
-        source = self.down(source_image)
+        return self.motion_from_downscaled(self.down(source_image), kp_driving, kp_source)
+
+    def motion_from_downscaled(self, source, kp_driving, kp_source) -> dict[str, torch.Tensor]:
+        """:meth:`forward` after the downscale, so animation can downscale the source once."""
         batch, _, h, w = source.shape
         heatmaps = self.heatmap_representation(kp_driving, kp_source, h, w)
         motions = self.sparse_motions(kp_driving, kp_source, h, w)
