@@ -28,8 +28,10 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
     try:
         rate, data = wavfile.read(str(path))
-    except (OSError, ValueError) as exc:
-        raise FommError(f"{path}: cannot read WAV file ({exc})") from None
+    except FileNotFoundError:
+        raise FommError(f"{path}: file not found") from None
+    except Exception as exc:  # scipy raises assorted types (UnboundLocalError...) on malformed headers
+        raise FommError(f"{path}: cannot read WAV file ({type(exc).__name__}: {exc})") from None
     if data.dtype == np.int16:
         samples = data.astype(np.float32) / 32768.0
     elif data.dtype == np.int32:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -60,8 +60,27 @@ def checkpoint_model_config(state: dict[str, Any], path: str | os.PathLike = "ch
     return from_mapping(ModelConfig, state["model_config"], f"{path}: model_config")
 
 
-def load_inference_models(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``(kp_detector, generator, model_config)`` in eval mode, for evaluation and animation."""
+class InferenceModels(NamedTuple):
+    """What evaluation and animation need from a checkpoint.
+
+    ``frame_size`` is the resolution it was trained at, None when the checkpoint does not
+    say (not written by ``fomm train``): callers then keep their input's size.
+    """
+
+    kp_detector: nn.Module
+    generator: nn.Module
+    config: ModelConfig
+    frame_size: int | None
+
+
+def checkpoint_frame_size(state: dict[str, Any]) -> int | None:
+    train = state.get("train_config")
+    size = train.get("frame_size") if isinstance(train, dict) else None
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
+def load_inference_models(path: str | os.PathLike, device: str | torch.device = "cpu") -> InferenceModels:
+    """Detector and generator in eval mode, their config and training frame size."""
     from .models import build_models
 
     state = read_checkpoint(path)
@@ -74,4 +93,5 @@ def load_inference_models(path: str | os.PathLike, device: str | torch.device = 
             module.load_state_dict(state[name])
         except RuntimeError as exc:
             raise FommError(f"{path}: {name} weights do not match its model_config ({str(exc).splitlines()[0]})") from None
-    return kp_detector.to(device).eval(), generator.to(device).eval(), config
+    return InferenceModels(kp_detector.to(device).eval(), generator.to(device).eval(), config,
+                           checkpoint_frame_size(state))

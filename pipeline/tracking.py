@@ -127,8 +127,8 @@ class MlflowLogger:
         # key + step: the MLflow UI shows these as a stepped image series.
         self.client.log_image(self.run_id, image, key=name, step=int(step), synchronous=True)
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param

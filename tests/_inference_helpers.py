@@ -45,9 +45,11 @@ def tiny_models(seed: int = 0):
     return kp.eval(), gen.eval()
 
 
-def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+def save_tiny_checkpoint(path: Path, seed: int = 0, frame_size: int | None = None) -> Path:
+    """Untrained tiny weights; ``frame_size`` records a training resolution as fomm train does."""
     kp, gen = tiny_models(seed)
-    save_checkpoint(path, model_config=tiny_model_config(), models={"kp_detector": kp, "generator": gen})
+    extra = {"train_config": {"frame_size": frame_size}} if frame_size else None
+    save_checkpoint(path, model_config=tiny_model_config(), models={"kp_detector": kp, "generator": gen}, extra=extra)
     return path
 
 

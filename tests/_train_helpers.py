@@ -67,7 +67,7 @@ def tiny_losses(gan: float = 0.0) -> LossConfig:
 
 
 def tiny_train(**overrides) -> TrainConfig:
-    settings = dict(epochs=3, num_repeats=2, batch_size=2, num_workers=0, frame_size=FRAME, device="cpu",
+    settings = dict(epochs=3, num_repeats=2, batch_size=2, num_workers=0, frame_size=FRAME, device="cpu", amp="none",
                     scheduler_milestones=[1], image_log_every=2, augment=AugmentConfig())
     settings.update(overrides)
     return TrainConfig(**settings)

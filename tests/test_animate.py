@@ -173,6 +173,15 @@ def test_cli_absolute_mode_without_audio(media):
     assert "audio" not in streams
 
 
+def test_cli_defaults_to_the_checkpoint_training_size(media):
+    root = media["root"]
+    save_tiny_checkpoint(root / "ckpt40.pt", frame_size=40)
+    run_cli(["animate", "--source", "src.png", "--driving", "silent.mp4", "--checkpoint", "ckpt40.pt",
+             "--out", "sized.mp4"], root)
+    video = ffprobe_streams(root / "sized.mp4")["video"]
+    assert (video["width"], video["height"]) == (40, 40)
+
+
 def test_cli_bad_inputs_give_one_line_errors(media):
     root = media["root"]
     (root / "notes.png").write_text("not an image")

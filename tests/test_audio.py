@@ -92,6 +92,13 @@ def test_read_wav_rejects_garbage(tmp_path):
     path.write_bytes(b"not a wav at all")
     with pytest.raises(FommError, match="bad.wav"):
         audio.read_wav(path)
+    # A RIFF/WAVE header without a fmt chunk: scipy fails with a non-I/O exception type.
+    headless = tmp_path / "headless.wav"
+    headless.write_bytes(b"RIFF" + (12).to_bytes(4, "little") + b"WAVE" + b"data" + (0).to_bytes(4, "little"))
+    with pytest.raises(FommError, match="headless.wav: cannot read WAV file"):
+        audio.read_wav(headless)
+    with pytest.raises(FommError, match="missing.wav: file not found"):
+        audio.read_wav(tmp_path / "missing.wav")
 
 
 def test_normalise_features_mean_removed_peak_one():

@@ -219,6 +219,22 @@ def test_clip_frames_in_order_with_groundtruth(shards):
     assert len(ClipFramesDataset(root, None)) == len(OK)
 
 
+def test_clip_frames_resized_to_the_training_resolution(shards):
+    root, frames = shards
+    clip = TEST[0]
+    full = ClipFramesDataset(root, "test")
+    small = ClipFramesDataset(root, "test", frame_size=32)
+    item = small[0]
+    assert item["frames"].shape == (clip.frames, 3, 32, 32)
+    assert item["gt_landmarks"].shape == (clip.frames, 5, 2)  # landmarks stay in shard pixels
+    streamed = torch.cat(list(small.iter_clip_frames(clip.clip_id, batch=4)))
+    torch.testing.assert_close(streamed, item["frames"], rtol=0, atol=0)
+    # an antialiased 2x downscale is close to the mean of each 2x2 block, and stays in [0, 1]
+    pooled = torch.nn.functional.avg_pool2d(full[0]["frames"], 2)
+    assert (streamed - pooled).abs().mean() < 0.05
+    assert streamed.min() >= 0 and streamed.max() <= 1
+
+
 def test_store_survives_pickling_and_fork(shards):
     root, frames = shards
     store = ShardStore(root)

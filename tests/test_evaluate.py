@@ -79,6 +79,19 @@ def test_cli_writes_metrics_and_videos(project):
     assert int(stream["nb_read_frames"]) == test_clips[0].num_frames
     assert not [p for p in project.glob("artifacts/.eval*")]  # no temp leftovers
 
+    # The run is in the project's MLflow store: metrics equal to metrics.json, files attached.
+    from pipeline import tracking
+
+    mlflow_client = tracking.client(project / "artifacts")
+    experiment = mlflow_client.get_experiment_by_name(tracking.EXPERIMENT)
+    [run] = mlflow_client.search_runs([experiment.experiment_id], "tags.`fomm.kind` = 'evaluate'")
+    assert run.info.status == "FINISHED" and run.data.params["evaluate.num_videos"] == "2"
+    for key in ("l1", "baseline_l1", "psnr", "landmark_error"):
+        assert run.data.metrics[key] == pytest.approx(metrics[key]), key
+    logged = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert "metrics.json" in logged and "videos" in logged
+    assert [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "videos")] == [f"videos/{videos[0]}"]
+
 
 def test_library_function_counts_frames_and_skips_landmarks_without_train(project):
     kp, gen = tiny_models()

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from _train_helpers import (
-    build_shards, cli, ddp_worker, env, params_yaml, tiny_losses, tiny_model, tiny_train,
+    FRAME, build_shards, cli, ddp_worker, env, params_yaml, tiny_losses, tiny_model, tiny_train,
 )
 from fomm_core.checkpoint import load_inference_models, read_checkpoint
 from fomm_core.errors import FommError
@@ -68,8 +68,8 @@ def test_checkpoint_and_metrics_are_usable_for_inference(shards, tmp_path):
     assert "discriminator" not in state  # generator_gan 0: no discriminator is trained or saved
     assert set(state["optimizers"]) == {"generator", "kp_detector"}
     assert isinstance(state["rng"]["torch"], torch.Tensor)
-    kp, gen, config = load_inference_models(tmp_path / "checkpoint.pt")
-    assert config == tiny_model()
+    kp, gen, config, frame_size = load_inference_models(tmp_path / "checkpoint.pt")
+    assert config == tiny_model() and frame_size == FRAME  # the training resolution travels with the weights
     frame = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         kp_out = kp(frame)

@@ -2,7 +2,7 @@
 
 from .augment import AugmentConfig, augment_pair
 from .datasets import (
-    ClipFramesDataset, DatasetRepeater, FramePairDataset, to_chw_uint8, to_float, to_tensor,
+    ClipFramesDataset, DatasetRepeater, FramePairDataset, resize_frames, to_chw_uint8, to_float, to_tensor,
 )
 from .seeding import item_rng, seed_worker
 from .shards import ClipEntry, ShardStore, decode_image
@@ -17,6 +17,7 @@ __all__ = [
     "augment_pair",
     "decode_image",
     "item_rng",
+    "resize_frames",
     "seed_worker",
     "to_chw_uint8",
     "to_float",

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import FommError
@@ -44,6 +45,17 @@ def to_float(frames: torch.Tensor) -> torch.Tensor:
     if frames.dtype != torch.uint8:
         raise TypeError(f"to_float expects uint8 frames, got {frames.dtype}")
     return frames.to(torch.float32).div_(255.0)
+
+
+def resize_frames(frames: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Float (B, 3, H, W) frames to ``size`` x ``size`` (antialiased), as the model was trained.
+
+    Training and evaluation share this so a model trained on downscaled frames is scored on
+    exactly the frames it learnt from. ``None`` or the current size returns the input.
+    """
+    if size is None or (frames.shape[-2] == size and frames.shape[-1] == size):
+        return frames
+    return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
 def _store(source: str | os.PathLike | ShardStore) -> ShardStore:
@@ -110,21 +122,24 @@ class ClipFramesDataset(Dataset):
 
     Item: ``{"clip_id", "frames": float32 (T, 3, H, W)}`` plus the ``gt_*`` arrays when the
     clip has synthetic ground truth, and ``logmel``/``audio`` with ``with_audio``. For long
-    clips use :meth:`iter_clip_frames`, which holds one batch at a time.
+    clips use :meth:`iter_clip_frames`, which holds one batch at a time. ``frame_size``
+    resizes frames (see :func:`resize_frames`); ground-truth landmarks stay in shard pixels.
     """
 
     def __init__(self, root: str | os.PathLike | ShardStore, partition: str | None = "test",
-                 with_audio: bool = False):
+                 with_audio: bool = False, frame_size: int | None = None):
         self.store = _store(root)
         self.clips = self.store.select(partition)
         self.with_audio = with_audio
+        self.frame_size = frame_size
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, idx: int) -> dict:
         clip = self.clips[idx]
-        frames = torch.cat([to_tensor(b) for b in self.store.iter_frames(clip, batch=64)])
+        frames = torch.cat([resize_frames(to_tensor(b), self.frame_size)
+                            for b in self.store.iter_frames(clip, batch=64)])
         item: dict = {"clip_id": clip.clip_id, "frames": frames}
         if clip.has_groundtruth or self.with_audio:
             features = self.store.load_features(clip)
@@ -139,7 +154,7 @@ class ClipFramesDataset(Dataset):
     def iter_clip_frames(self, clip_id: str, batch: int = 32) -> Iterator[torch.Tensor]:
         """A clip's frames in order, float32 (B, 3, H, W) batches, reading as it goes."""
         for frames in self.store.iter_frames(clip_id, batch=batch):
-            yield to_tensor(frames)
+            yield resize_frames(to_tensor(frames), self.frame_size)
 
 
 class DatasetRepeater(Dataset):

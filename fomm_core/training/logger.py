@@ -16,7 +16,7 @@ class TrainingLogger(Protocol):
 
     def log_image(self, name: str, image: np.ndarray, step: int) -> None: ...
 
-    def log_artifact(self, path: str | os.PathLike) -> None: ...
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
 
 
 class NullLogger:
@@ -28,5 +28,5 @@ class NullLogger:
     def log_image(self, name: str, image: np.ndarray, step: int) -> None:
         pass
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         pass

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
 from ..checkpoint import checkpoint_model_config, read_checkpoint, save_checkpoint
 from ..config import to_mapping
-from ..data import DatasetRepeater, FramePairDataset, seed_worker
+from ..data import DatasetRepeater, FramePairDataset, resize_frames, seed_worker
 from ..errors import FommError
+from ..inference.device import resolve_precision
 from ..losses import LossConfig, build_perceptual_loss, random_transform
 from ..model_config import ModelConfig
 from ..models import build_models
@@ -87,7 +87,11 @@ class Trainer:
 
         self.device = distributed.resolve_device(cfg.device, self.info)
         distributed.init_process_group(self.info, self.device, init_method)
-        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "none")
+        if cfg.amp == "auto":  # bf16 where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX)
+            amp = "bf16" if resolve_precision("auto", self.device) == torch.bfloat16 else "none"
+        else:
+            amp = cfg.amp
+        self.amp = amp
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
@@ -210,10 +214,7 @@ class Trainer:
         frames = frames.to(self.device, non_blocking=True)
         if frames.dtype == torch.uint8:
             frames = frames.float().div_(255.0)
-        size = self.config.frame_size
-        if frames.shape[2] != size or frames.shape[3] != size:
-            frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return frames.contiguous(memory_format=self.memory_format)
+        return resize_frames(frames, self.config.frame_size).contiguous(memory_format=self.memory_format)
 
     def _reduced(self, values: list[torch.Tensor], extra: float = 0.0) -> list[float]:
         """Losses averaged over ranks (plus a summed flag), one small collective per call."""

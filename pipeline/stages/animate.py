@@ -49,8 +49,9 @@ def command(
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (bfloat16 where the CPU/GPU has native bf16, else float32), "
                                        "float32 or bfloat16."),
-    size: int = typer.Option(256, "--size", min=16,
-                             help="Frame size the model was trained at; source, driving and output use it."),
+    size: int = typer.Option(0, "--size", min=0,
+                             help="Frame size of source, driving and output; 0 = the size the checkpoint was "
+                                  "trained at (256 if it does not say)."),
 ) -> None:
     """Animate SOURCE with the motion of DRIVING using a trained FOMM checkpoint.
 
@@ -60,16 +61,31 @@ def command(
     """
     if out.suffix.lower() not in CONTAINERS:
         raise FommError(f"--out {out}: use a .mp4, .mkv or .mov file name")
-    image = read_image(source)
+    message = animate_file(read_image(source), str(source), driving, checkpoint, out, relative=relative,
+                           adapt_scale=adapt_scale, crop_face=crop_face, batch_size=batch_size, device=device,
+                           precision=precision, size=size)
+    summary(message)
+
+
+def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint: Path, out: Path, *,
+                 relative: bool = True, adapt_scale: bool = False, crop_face: bool = False, batch_size: int = 8,
+                 device: str = "auto", precision: str = "auto", size: int = 0, audio_from: Path | None = None) -> str:
+    """Animate ``image`` with ``driving``'s motion into ``out``; returns the summary line.
+
+    The output carries ``audio_from``'s audio if given, else the driving video's own (if any).
+    """
     info = probe_video(driving)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    kp_detector, generator, _ = load_inference_models(checkpoint, dev)
+    kp_detector, generator, _, trained_size = load_inference_models(checkpoint, dev)
+    size = size or trained_size or 256
+    if size < 16:
+        raise FommError(f"--size {size}: use at least 16 pixels (or 0 for the checkpoint's training size)")
 
     source_box = driving_box = None
     if crop_face:
         detector = load_face_detector()
-        source_box = face_crop_box(image, str(source), detector=detector)
+        source_box = face_crop_box(image, source_name, detector=detector)
         driving_box = face_crop_box(_first_frame(driving, info.width, info.height), f"{driving} (first frame)",
                                     detector=detector)
     source_frame = resize_square(image, size, source_box)
@@ -78,7 +94,7 @@ def command(
 
     batches = read_video_batches(driving, size, batch_size, driving_box)
     total = -(-info.num_frames // batch_size) if info.num_frames else None
-    audio = driving if info.has_audio else None
+    audio = audio_from or (driving if info.has_audio else None)
     with VideoWriter(out, size, size, info.fps, audio_from=audio) as writer:
         for frames in animate_batches(animator, track(batches, total, "animate")):
             writer.write(frames)
@@ -86,7 +102,7 @@ def command(
         raise FommError(f"{driving}: no frames decoded")
     mode = "relative" if relative else "absolute"
     scale = f", movement scale {animator.scale:.3f}" if adapt_scale else ""
-    summary(
+    return (
         f"animated {writer.frames_written} frames ({size}x{size}, {info.fps:.3g} fps, {mode}{scale}"
         f"{', with audio' if audio else ', no audio'}) on {dev} in {str(dtype).removeprefix('torch.')} -> {out}"
     )

@@ -11,6 +11,7 @@ import typer
 
 from fomm_core.atomic import atomic_dir
 from fomm_core.checkpoint import load_inference_models
+from fomm_core.config import to_mapping
 from fomm_core.data import ClipFramesDataset, ShardStore
 from fomm_core.errors import FommError
 from fomm_core.inference.device import resolve_device
@@ -50,6 +51,22 @@ def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
+def _log_to_mlflow(metrics: dict, config: EvaluateConfig, checkpoint: Path, shards: Path, out: Path,
+                   root: Path | None) -> None:
+    """One MLflow run of kind "evaluate": numeric metrics, the metrics file and the videos."""
+    from fomm_core.training import shards_fingerprint
+    from pipeline import tracking
+
+    numeric = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    tags = {"shards_sha256": shards_fingerprint(shards), "checkpoint": str(checkpoint.resolve())}
+    with tracking.tracked_run("evaluate", {"evaluate": to_mapping(config)}, tags, root=root) as logger:
+        logger.log_metrics(numeric, 0)
+        logger.log_artifact(out / "metrics.json")
+        for video in sorted((out / "videos").glob("*.mp4")):
+            logger.log_artifact(video, "videos")
+
+
 @user_errors
 def command(
     checkpoint: Path = typer.Option(Path("artifacts/train/checkpoint.pt"), "--checkpoint",
@@ -58,6 +75,8 @@ def command(
     out: Path = typer.Option(Path("artifacts/eval"), "--out",
                              help="Output folder (metrics.json, videos/), replaced atomically."),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read the evaluate section from."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics and videos to the local MLflow store."),
+    mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
 ) -> None:
     """Evaluate a checkpoint on the test clips by video reconstruction (as in the FOMM paper).
 
@@ -65,17 +84,18 @@ def command(
     keypoints. Reports mean L1, PSNR and SSIM against the real frames, the same numbers for
     the trivial "copy the source frame" baseline, and, on the synthetic set, the landmark
     error (keypoints -> ground-truth landmarks by ridge regression fitted on train clips,
-    scored on test clips, normalised by the inter-ocular distance). Writes OUT/metrics.json
-    and a few side-by-side videos in OUT/videos/.
+    scored on test clips, normalised by the inter-ocular distance). Frames are resized to the
+    resolution the checkpoint was trained at. Writes OUT/metrics.json and a few side-by-side
+    videos in OUT/videos/, and logs both to an MLflow run of kind "evaluate".
     """
     config = load_section(params, "evaluate", EvaluateConfig)
     device = resolve_device(config.device)
     store = ShardStore(shards)
-    test = ClipFramesDataset(store, "test")
+    kp_detector, generator, _, frame_size = load_inference_models(checkpoint, device)
+    test = ClipFramesDataset(store, "test", frame_size=frame_size)
     if not test.clips:
         raise FommError(f"{shards / 'index.parquet'}: no test clips; build shards with a test partition")
-    train = ClipFramesDataset(store, "train")
-    kp_detector, generator, _ = load_inference_models(checkpoint, device)
+    train = ClipFramesDataset(store, "train", frame_size=frame_size)
 
     clips = test.clips[: config.max_clips] if config.max_clips else test.clips
     total = sum(c.num_frames for c in clips)
@@ -91,7 +111,10 @@ def command(
             )
         metrics["checkpoint"] = str(checkpoint)
         metrics["device"] = str(device)
+        metrics["frame_size"] = frame_size
         (tmp / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+    if mlflow:
+        _log_to_mlflow(metrics, config, checkpoint, shards, out, mlflow_dir)
     console.print(f"AKD/AED skipped: {metrics['akd_skipped']}; {metrics['aed_skipped']}", highlight=False)
     landmark = _fmt(metrics.get("landmark_error"))
     summary(

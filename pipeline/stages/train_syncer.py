@@ -1,0 +1,56 @@
+"""``fomm train-syncer``: the multi-scale audio/keypoint synchrony encoders (MS-Sync), tracked in MLflow."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from fomm_core.config import to_mapping
+from fomm_core.talker import SyncerConfig, save_syncers_checkpoint, train_syncers
+from pipeline.cli_support import user_errors
+from pipeline.params import DEFAULT_PARAMS, load_section
+from pipeline.progress import summary
+from pipeline.stages.talker_common import load_clips, numeric, write_json
+
+SYNCERS_NAME = "syncers.pt"
+
+
+def _err(*args, **kwargs) -> None:
+    kwargs.pop("flush", None)
+    print(*args, file=sys.stderr, flush=True, **kwargs)
+
+
+@user_errors
+def command(
+    shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
+    keypoints: Path = typer.Option(Path("artifacts/keypoints"), "--keypoints", help="fomm extract-keypoints output."),
+    out: Path = typer.Option(Path("artifacts/syncer"), "--out", help="Writes syncers.pt and syncer_metrics.json here."),
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the syncer section."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
+    mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+) -> None:
+    """Train one keypoint/audio encoder pair per temporal pyramid level on the train clips.
+
+    Contrastive (symmetric InfoNCE, negatives from other offsets of the same clip). The frozen
+    syncers give the talker its sync loss and score synchrony in `fomm evaluate-talker`.
+    """
+    from fomm_core.training import shards_fingerprint
+    from pipeline import tracking
+
+    config = load_section(params, "syncer", SyncerConfig)
+    clips = load_clips(shards, keypoints, "train", config.audio_per_frame, _err)
+    tags = {"shards_sha256": shards_fingerprint(shards)}
+    with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow,
+                              root=mlflow_dir) as logger:
+        syncers, metrics = train_syncers(clips, config, log=_err, logger=logger)
+        out.mkdir(parents=True, exist_ok=True)
+        save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
+        metrics = {**numeric(metrics), "num_clips": len(clips)}
+        write_json(out / "syncer_metrics.json", metrics)
+        logger.log_metrics({f"final/{k}": v for k, v in numeric(metrics).items()}, config.steps)
+        logger.log_artifact(out / SYNCERS_NAME)
+    accuracy = ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in metrics.items() if "/acc_l" in k)
+    summary(f"train-syncer: {config.steps} steps on {len(clips)} clips; {accuracy} "
+            f"(chance {1 / config.candidates:.2f}) -> {out / SYNCERS_NAME}")

@@ -1,0 +1,94 @@
+"""``fomm train-talker``: speech -> FOMM keypoints (MS-Sync), and the model folder `fomm talk` uses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from fomm_core.checkpoint import read_checkpoint
+from fomm_core.atomic import atomic_path
+from fomm_core.config import to_mapping
+from fomm_core.errors import FommError
+from fomm_core.talker import (TalkerModelConfig, TalkerTrainConfig, check_compatible, load_syncers_checkpoint,
+                              save_talker_checkpoint, train_talker)
+from pipeline.cli_support import user_errors
+from pipeline.params import DEFAULT_PARAMS, load_section
+from pipeline.progress import summary
+from pipeline.stages.talker_common import load_clips, numeric, write_json
+
+TALKER_NAME = "talker.pt"
+FOMM_NAME = "fomm.pt"
+
+
+def _err(*args, **kwargs) -> None:
+    kwargs.pop("flush", None)
+    print(*args, file=sys.stderr, flush=True, **kwargs)
+
+
+def export_fomm_for_inference(checkpoint: Path, target: Path) -> None:
+    """The detector and generator weights, model config and frame size, without optimizer state.
+
+    Makes the talker's model folder self-contained (and a fraction of the training checkpoint's size).
+    """
+    import torch
+
+    state = read_checkpoint(checkpoint)
+    missing = [k for k in ("kp_detector", "generator") if k not in state]
+    if missing:
+        raise FommError(f"{checkpoint}: no {', '.join(missing)} weights; was it written by `fomm train`?")
+    keep = {k: v for k, v in state.items() if k in ("format", "model_config", "kp_detector", "generator")}
+    keep["train_config"] = {"frame_size": (state.get("train_config") or {}).get("frame_size")}
+    with atomic_path(target) as tmp:
+        torch.save(keep, tmp)
+
+
+@user_errors
+def command(
+    shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
+    keypoints: Path = typer.Option(Path("artifacts/keypoints"), "--keypoints", help="fomm extract-keypoints output."),
+    syncers: Path = typer.Option(Path("artifacts/syncer/syncers.pt"), "--syncers", help="fomm train-syncer output."),
+    checkpoint: Path = typer.Option(Path("artifacts/train/checkpoint.pt"), "--checkpoint",
+                                    help="FOMM checkpoint; its detector and generator are copied into OUT/fomm.pt."),
+    out: Path = typer.Option(Path("artifacts/talker"), "--out",
+                             help="Model folder for fomm talk: talker.pt, fomm.pt, talker_metrics.json."),
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads talker_model and talker_train."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
+    mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+) -> None:
+    """Train the causal speech-to-keypoints talker and write the model folder `fomm talk` uses.
+
+    Teacher forcing first, then free-running rollouts with the temporal GAN, the frozen
+    syncers' multi-scale sync loss and small L2 terms.
+    """
+    from fomm_core.training import shards_fingerprint
+    from pipeline import tracking
+
+    model_config = load_section(params, "talker_model", TalkerModelConfig)
+    train_config = load_section(params, "talker_train", TalkerTrainConfig)
+    if not syncers.is_file():
+        raise FommError(f"{syncers}: not found; run `fomm train-syncer` first or pass --syncers")
+    if not checkpoint.is_file():
+        raise FommError(f"{checkpoint}: not found; run `fomm train` first or pass --checkpoint")
+    sync_models = load_syncers_checkpoint(syncers)
+    try:
+        check_compatible(model_config, sync_models.config)
+    except ValueError as exc:
+        raise FommError(f"{params}: talker_model does not match the syncers in {syncers} ({exc})") from None
+    clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, _err)
+    run_params = {"talker_model": to_mapping(model_config), "talker_train": to_mapping(train_config)}
+    tags = {"shards_sha256": shards_fingerprint(shards), "syncers": str(syncers.resolve())}
+    with tracking.tracked_run("train-talker", run_params, tags, enabled=mlflow, root=mlflow_dir) as logger:
+        talker, metrics = train_talker(clips, sync_models, train_config, log=_err, logger=logger,
+                                       model_config=model_config)
+        out.mkdir(parents=True, exist_ok=True)
+        save_talker_checkpoint(out / TALKER_NAME, talker)
+        export_fomm_for_inference(checkpoint, out / FOMM_NAME)
+        metrics = {**numeric(metrics), "num_clips": len(clips)}
+        write_json(out / "talker_metrics.json", metrics)
+        logger.log_metrics({f"final/{k}": v for k, v in numeric(metrics).items()}, train_config.steps)
+        logger.log_artifact(out / TALKER_NAME)
+    summary(f"train-talker: {train_config.steps} steps on {len(clips)} clips; "
+            + ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items() if k.startswith("talker/"))
+            + f" -> {out}")
