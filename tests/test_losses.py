@@ -236,6 +236,13 @@ def test_jacobian_of_affine_is_its_matrix_and_tps_matches_finite_differences():
         numeric = (tps.transform_points(points + step) - tps.transform_points(points - step)) / (2 * eps)
         assert torch.allclose(jac[..., :, j], numeric, atol=1e-6)
     assert not torch.allclose(jac[:, 0], jac[:, 1])  # TPS jacobian varies with position
+    # differentiable in the points (the jacobian loss trains keypoint positions too), agreeing with autograd
+    tracked = points.clone().requires_grad_(True)
+    grad = torch.autograd.grad(tps.jacobian(tracked)[..., 0, 1].sum(), tracked)[0]
+    assert grad.abs().sum() > 0
+    rows = [torch.autograd.grad(tps.transform_points(tracked)[..., i].sum(), tracked, create_graph=True)[0]
+            for i in range(2)]
+    assert torch.allclose(torch.stack(rows, dim=-2), tps.jacobian(tracked), atol=1e-10)
 
 
 def test_jacobian_term_zero_when_jacobians_compose_and_trains_keypoints():

@@ -110,6 +110,45 @@ def test_ddp_two_gloo_processes_keep_identical_weights(shards, tmp_path):
     assert read_checkpoint(tmp_path / "out" / "checkpoint.pt")["world_size"] == 2  # rank 0 saved it
 
 
+def test_torchrun_cli_trains_with_two_ranks_and_only_rank0_logs_and_saves(shards, tmp_path):
+    """The documented multi-process launch: `torchrun --standalone --nproc-per-node 2 -m pipeline train`."""
+    params_yaml(tmp_path / "params.yaml", gan=1.0, epochs=1, max_steps=2)
+    store = tmp_path / "store"
+    run_env = dict(env(), FOMM_MLFLOW_DIR=str(store), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "pipeline", "train", "--shards", str(shards), "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True, env=run_env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("training on cpu (2 process(es))") == 1  # rank 0 alone logs
+    state = read_checkpoint(tmp_path / "out" / "checkpoint.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 1  # 4 items per epoch: 2 ranks x batch 2 = 1 step
+    assert state["step"] == 1 and "discriminator" in state
+    import json
+
+    assert json.loads((tmp_path / "out" / "train_metrics.json").read_text())["world_size"] == 2
+    from pipeline import tracking
+
+    client = tracking.client(store)
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    [run] = client.search_runs([experiment.experiment_id])  # one run, not one per rank
+    assert run.data.tags["world_size"] == "2" and run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(shards, tmp_path):
+    """train.compile: torch.compile (inductor, CPU) gives the eager losses and trains."""
+    eager = Trainer(shards, tmp_path / "eager", tiny_model(), tiny_losses(), tiny_train(max_steps=2), log=quiet,
+                    keep_history=True).run()
+    compiled = Trainer(shards, tmp_path / "compiled", tiny_model(), tiny_losses(), tiny_train(max_steps=2, compile=True),
+                       log=quiet, keep_history=True).run()
+    assert len(compiled.step_losses) == 2
+    for a, b in zip(eager.step_losses, compiled.step_losses):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=2e-3, abs=1e-5), key
+
+
 def test_sampler_positions_partition_the_epoch():
     data = list(range(10))
     full = list(ResumableSampler(data, 2, 0, seed=3).__iter__())

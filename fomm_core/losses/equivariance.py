@@ -74,19 +74,21 @@ class RandomTransform:
         return F.grid_sample(image, sampling, mode="bilinear", padding_mode="reflection", align_corners=True)
 
     def jacobian(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 2) → (B, N, 2, 2), J[i, j] = d T_i / d p_j at each point (autograd).
+        """(B, N, 2) → (B, N, 2, 2), J[i, j] = d T_i / d p_j at each point, in closed form.
 
-        When ``points`` is part of a graph the result stays differentiable w.r.t. it, so the
-        jacobian loss also trains the keypoint positions, as in the paper.
+        Affine part: A. Each TPS term w_k U adds w_k (log r_k^2 + 1) (p - c_k)^T, since
+        d(0.5 r^2 log r^2)/dp = (log r^2 + 1)(p - c_k). Being an ordinary expression of
+        ``points`` (no autograd.grad inside the loss), the jacobian loss still trains the
+        keypoint positions, and the step has no double backward, so torch.compile can take it.
         """
-        with torch.enable_grad():
-            tracked = points if points.requires_grad else points.detach().requires_grad_(True)
-            mapped = self.transform_points(tracked)
-            rows = [
-                torch.autograd.grad(mapped[..., i].sum(), tracked, create_graph=points.requires_grad, retain_graph=True)[0]
-                for i in range(2)
-            ]
-        return torch.stack(rows, dim=-2)
+        batch, count, _ = points.shape
+        jac = self.theta[:, :, :2].to(points.dtype).unsqueeze(1).expand(batch, count, 2, 2)
+        if self.use_tps:
+            diff = points.unsqueeze(2) - self.control_points.to(points.dtype).view(1, 1, -1, 2)  # (B, N, K, 2)
+            scale = torch.log((diff**2).sum(-1).clamp_min(1e-12)) + 1.0  # (B, N, K)
+            # sum_k w_k[i] * scale_k * diff_k[j]
+            jac = jac + torch.einsum("bnk,bki,bnkj->bnij", scale, self.control_params.to(points.dtype), diff)
+        return jac
 
 
 def equivariance_losses(

@@ -37,7 +37,8 @@ def command(
 
     Checkpoints every train.checkpoint_every epochs and at the end; SIGTERM saves a checkpoint and
     exits with code 143 (continue with --resume). For several GPUs or nodes start it with torchrun,
-    e.g. `torchrun --nproc-per-node 4 -m pipeline train`; rank 0 logs and saves.
+    e.g. `torchrun --standalone --nproc-per-node 4 -m pipeline train` (several nodes: torchrun's
+    --nnodes/--rdzv-endpoint); rank 0 logs and saves.
     """
     from fomm_core.training import TrainConfig, Trainer, TrainingInterrupted, shards_fingerprint
     from fomm_core.training.distributed import env_dist_info
