@@ -100,7 +100,7 @@ def phase_keypoints(args) -> dict:
 
     torch.set_num_threads(args.threads)
     talker = load_talker_checkpoint(args.model_dir / "talker.pt", "cpu")
-    kp_detector, _, _, size = load_inference_models(args.model_dir / "fomm.pt", "cpu")
+    kp_detector, _, _, size, *_ = load_inference_models(args.model_dir / "fomm.pt", "cpu")
     with torch.inference_mode():
         source_kp = kp_detector(source_image(size or 256))
     import scipy.io.wavfile  # noqa: F401  (fomm_core.audio defers these ~1 s imports: not part of the timing)
@@ -132,7 +132,7 @@ def phase_render(args) -> dict:
     from fomm_core.inference.video_io import VideoWriter
 
     torch.set_num_threads(args.threads)
-    kp_detector, generator, config, size = load_inference_models(args.model_dir / "fomm.pt", "cpu")
+    kp_detector, generator, config, size, *_ = load_inference_models(args.model_dir / "fomm.pt", "cpu")
     size = size or 256
     dtype = resolve_precision(args.precision, torch.device("cpu"))
     animator = Animator(kp_detector, generator, source_image(size), dtype=dtype)

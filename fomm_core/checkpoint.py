@@ -71,6 +71,7 @@ class InferenceModels(NamedTuple):
     generator: nn.Module
     config: ModelConfig
     frame_size: int | None
+    perceptual_backbone: str | None = None  # "pretrained" | "random" as trained (None: unknown)
 
 
 def checkpoint_frame_size(state: dict[str, Any]) -> int | None:
@@ -93,5 +94,7 @@ def load_inference_models(path: str | os.PathLike, device: str | torch.device = 
             module.load_state_dict(state[name])
         except RuntimeError as exc:
             raise FommError(f"{path}: {name} weights do not match its model_config ({str(exc).splitlines()[0]})") from None
+    losses = state.get("loss_config")
+    backbone = losses.get("perceptual_backbone") if isinstance(losses, dict) else None
     return InferenceModels(kp_detector.to(device).eval(), generator.to(device).eval(), config,
-                           checkpoint_frame_size(state))
+                           checkpoint_frame_size(state), backbone if isinstance(backbone, str) else None)

@@ -20,7 +20,7 @@ def test_round_trip_reproduces_outputs(tmp_path):
     save_checkpoint(path, model_config=config, models={"kp_detector": kp, "generator": gen, "discriminator": disc},
                     extra={"step": 7})
     assert read_checkpoint(path)["step"] == 7
-    kp2, gen2, config2, size2 = load_inference_models(path)
+    kp2, gen2, config2, size2, *_ = load_inference_models(path)
     assert config2 == config and not gen2.training
     assert size2 is None  # no train_config saved: the resolution is unknown, callers keep theirs
     image = torch.rand(1, 3, 64, 64)

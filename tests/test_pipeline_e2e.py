@@ -135,7 +135,9 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
     # The model stages' outputs: metrics DVC can read, the demo and talk videos, MLflow runs.
     metrics = json.loads((project / "artifacts/eval/metrics.json").read_text())
     assert {"l1", "psnr", "ssim", "baseline_l1", "landmark_error"} <= metrics.keys()
-    assert metrics["frame_size"] == 64
+    assert metrics["frame_size"] == 64 and metrics["perceptual_backbone"] == "random"
+    train_metrics = json.loads((project / "artifacts/train/train_metrics.json").read_text())
+    assert train_metrics["perceptual_backbone"] == "random" and train_metrics["amp"] == "none"
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "baseline_l1" in shown and "mouth_corr" in shown and "samples_per_second" in shown
     talker_metrics = json.loads((project / "artifacts/talker_eval/metrics.json").read_text())

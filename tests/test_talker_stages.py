@@ -55,8 +55,8 @@ def test_exported_fomm_weights_are_inference_only_and_keep_the_frame_size(tmp_pa
     torch.save(state, source)
     export_fomm_for_inference(source, tmp_path / "fomm.pt")
     exported = read_checkpoint(tmp_path / "fomm.pt")
-    assert set(exported) == {"format", "model_config", "kp_detector", "generator", "train_config"}
-    kp, gen, config, frame_size = load_inference_models(tmp_path / "fomm.pt")
+    assert set(exported) == {"format", "model_config", "kp_detector", "generator", "train_config", "loss_config"}
+    kp, gen, config, frame_size, *_ = load_inference_models(tmp_path / "fomm.pt")
     assert frame_size == 40
     original = load_inference_models(source)
     for a, b in ((kp, original.kp_detector), (gen, original.generator)):

@@ -68,7 +68,7 @@ def test_checkpoint_and_metrics_are_usable_for_inference(shards, tmp_path):
     assert "discriminator" not in state  # generator_gan 0: no discriminator is trained or saved
     assert set(state["optimizers"]) == {"generator", "kp_detector"}
     assert isinstance(state["rng"]["torch"], torch.Tensor)
-    kp, gen, config, frame_size = load_inference_models(tmp_path / "checkpoint.pt")
+    kp, gen, config, frame_size, *_ = load_inference_models(tmp_path / "checkpoint.pt")
     assert config == tiny_model() and frame_size == FRAME  # the training resolution travels with the weights
     frame = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

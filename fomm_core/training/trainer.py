@@ -352,7 +352,9 @@ class Trainer:
             "steps": result.steps, "steps_this_run": result.steps_this_run,
             "epochs_completed": result.epochs_completed, "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_second, 4),
-            "batch_size": self.config.batch_size, "world_size": self.info.world_size,
+            "batch_size": self.config.batch_size, "world_size": self.info.world_size, "amp": self.amp,
+            "perceptual_backbone": self.vgg_info.backbone if self.vgg_info is not None else "none",
+            "perceptual_weights_source": self.vgg_info.source if self.vgg_info is not None else "none",
             "losses": {k: round(v, 6) for k, v in result.final_losses.items()},
             "last_step_losses": {k: round(v, 6) for k, v in result.last_losses.items()},
         }

@@ -77,7 +77,7 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
     info = probe_video(driving)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    kp_detector, generator, _, trained_size = load_inference_models(checkpoint, dev)
+    kp_detector, generator, _, trained_size, *_ = load_inference_models(checkpoint, dev)
     size = size or trained_size or 256
     if size < 16:
         raise FommError(f"--size {size}: use at least 16 pixels (or 0 for the checkpoint's training size)")

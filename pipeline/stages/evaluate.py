@@ -91,7 +91,7 @@ def command(
     config = load_section(params, "evaluate", EvaluateConfig)
     device = resolve_device(config.device)
     store = ShardStore(shards)
-    kp_detector, generator, _, frame_size = load_inference_models(checkpoint, device)
+    kp_detector, generator, _, frame_size, backbone = load_inference_models(checkpoint, device)
     test = ClipFramesDataset(store, "test", frame_size=frame_size)
     if not test.clips:
         raise FommError(f"{shards / 'index.parquet'}: no test clips; build shards with a test partition")
@@ -112,6 +112,7 @@ def command(
         metrics["checkpoint"] = str(checkpoint)
         metrics["device"] = str(device)
         metrics["frame_size"] = frame_size
+        metrics["perceptual_backbone"] = backbone or "unknown"  # "random": trained without ImageNet VGG weights
         (tmp / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
     if mlflow:
         _log_to_mlflow(metrics, config, checkpoint, shards, out, mlflow_dir)

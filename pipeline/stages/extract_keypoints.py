@@ -33,7 +33,7 @@ def command(
     FOMM generator then renders them.
     """
     dev = resolve_device(device)
-    kp_detector, _, config, frame_size = load_inference_models(checkpoint, dev)
+    kp_detector, _, config, frame_size, *_ = load_inference_models(checkpoint, dev)
     if not config.estimate_jacobian:
         raise FommError(f"{checkpoint}: the talker needs keypoint jacobians; train with model.estimate_jacobian: true")
     kp_detector = fold_batchnorm(kp_detector)

@@ -40,6 +40,7 @@ def export_fomm_for_inference(checkpoint: Path, target: Path) -> None:
         raise FommError(f"{checkpoint}: no {', '.join(missing)} weights; was it written by `fomm train`?")
     keep = {k: v for k, v in state.items() if k in ("format", "model_config", "kp_detector", "generator")}
     keep["train_config"] = {"frame_size": (state.get("train_config") or {}).get("frame_size")}
+    keep["loss_config"] = {"perceptual_backbone": (state.get("loss_config") or {}).get("perceptual_backbone")}
     with atomic_path(target) as tmp:
         torch.save(keep, tmp)
 
