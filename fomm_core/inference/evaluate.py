@@ -10,14 +10,13 @@ learned keypoints to the true landmarks is fitted on training clips and scored o
 test clips (:func:`fomm_core.metrics.landmark_error`).
 
 AKD/AED (keypoint distance with an external face-landmark detector, identity embedding
-distance) need optional backends (``face-alignment`` for AKD, an identity embedding
-model for AED) that are not wired here; they are reported as skipped with the reason.
+distance) are computed when their backends are passed in (see
+:mod:`fomm_core.inference.face_metrics`); otherwise they are reported as skipped with why.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from ..metrics import PSNR_CAP, l1_per_image, landmark_error, psnr_per_image, ss
 from ..models.generator import OcclusionAwareGenerator
 from ..models.keypoint_detector import KeypointDetector
 from .animate import Animator, fold_batchnorm, to_uint8_frames
+from .face_metrics import FaceDistances, IdentityBackend, LandmarkBackend
 from .video_io import VideoWriter
 
 METRICS = ("l1", "psnr", "ssim")
@@ -60,13 +60,9 @@ def video_name(clip_id: str) -> str:
 
 
 def skipped_optional_metrics() -> dict[str, object]:
-    """AKD/AED entries for metrics.json: None plus why they were not computed."""
-    if importlib.util.find_spec("face_alignment") is None:
-        akd = "needs the optional face-alignment package (external landmark detector), not installed"
-    else:
-        akd = "face-alignment is installed but AKD is not implemented yet"
-    aed = "needs an identity embedding model (e.g. a face re-identification network), none installed"
-    return {"akd": None, "akd_skipped": akd, "aed": None, "aed_skipped": aed}
+    """AKD/AED entries for metrics.json when no backend was given: None plus why."""
+    return {"akd": None, "akd_skipped": "no landmark backend given (see fomm_core.inference.face_metrics)",
+            "aed": None, "aed_skipped": "no identity backend given (see fomm_core.inference.face_metrics)"}
 
 
 def _clip_keypoints(animator: Animator, dataset: ClipFramesDataset, clip_id: str, batch_size: int) -> np.ndarray:
@@ -96,17 +92,22 @@ def evaluate_model(
     num_videos: int = 0,
     landmark_ridge: float = 1e-3,
     progress: Callable[[int], None] | None = None,
+    landmark_backend: LandmarkBackend | None = None,
+    identity_backend: IdentityBackend | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """Reconstruction metrics, the copy-source baseline and the landmark error as a flat dict.
 
     ``dataset`` holds the test clips, ``train_dataset`` the clips the landmark regression is
     fitted on (None: landmark error skipped). ``progress`` is called with the number of
     frames done after each batch. Videos (source | driving | prediction) of the first
-    ``num_videos`` clips go to ``video_dir``.
+    ``num_videos`` clips go to ``video_dir``. ``landmark_backend``/``identity_backend``
+    give AKD/AED (``skipped`` holds the reasons when they are None).
     """
     clips = dataset.clips[:max_clips] if max_clips > 0 else list(dataset.clips)
     kp_detector, generator = fold_batchnorm(kp_detector), fold_batchnorm(generator)
     model, baseline = _Sums(), _Sums()
+    faces = FaceDistances()
     test_kp, test_gt = [], []
     videos = 0
     for clip in clips:
@@ -134,6 +135,12 @@ def evaluate_model(
                     target = frames[start:]
                     model.add(prediction[start:], target)
                     baseline.add(source.expand_as(target), target)
+                    if landmark_backend is not None or identity_backend is not None:
+                        fake_u8, real_u8 = to_uint8_frames(prediction[start:]), to_uint8_frames(target)
+                        if landmark_backend is not None:
+                            faces.add_landmarks(landmark_backend(fake_u8), landmark_backend(real_u8))
+                        if identity_backend is not None:
+                            faces.add_embeddings(identity_backend(fake_u8), identity_backend(real_u8))
                 if writer is not None:
                     row = torch.cat([source.expand_as(frames), frames, prediction], dim=-1)
                     writer.write(to_uint8_frames(row))
@@ -151,7 +158,11 @@ def evaluate_model(
     result.update(baseline.means("baseline_"))
     result.update(_landmark_metric(kp_detector, generator, train_dataset, test_kp, test_gt, batch_size,
                                    landmark_ridge, progress))
-    result.update(skipped_optional_metrics())
+    skips = {**skipped_optional_metrics(), **(skipped or {})}
+    face = faces.results()
+    result.update(face)
+    result["akd_skipped"] = None if landmark_backend is not None else skips["akd_skipped"]
+    result["aed_skipped"] = None if identity_backend is not None else skips["aed_skipped"]
     return result
 
 
