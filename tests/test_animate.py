@@ -12,7 +12,7 @@ from fomm_core.errors import FommError
 from fomm_core.inference.animate import (
     Animator, encode_source, generate_from_cache, hull_area, movement_scale, transfer_keypoints,
 )
-from fomm_core.inference.face_crop import cascade_path, load_face_detector, square_crop_box
+from fomm_core.inference.face_crop import square_crop_box
 from fomm_core.inference.video_io import VideoWriter, center_square, probe_video, read_video_batches
 
 from _inference_helpers import SIZE, ffprobe_streams, make_image, make_video, run_cli, save_tiny_checkpoint, tiny_models
@@ -130,12 +130,6 @@ def test_square_crop_box_stays_square_and_inside():
     assert box == (0, 0, 60, 60)
     left, top, right, bottom = square_crop_box((150, 10, 200, 90), 200, 100, increase=0.5)
     assert right - left == bottom - top == 100 and right <= 200 and left >= 0
-
-
-@pytest.mark.skipif(cascade_path() is not None, reason="this OpenCV bundles the cascade")
-def test_crop_face_without_bundled_cascade_is_a_clear_error():
-    with pytest.raises(FommError, match="opencv-python-headless<5"):
-        load_face_detector()
 
 
 # --- CLI ---------------------------------------------------------------------------------
