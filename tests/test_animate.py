@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from fomm_core.errors import FommError
 from fomm_core.inference.animate import (
     Animator, encode_source, generate_from_cache, hull_area, movement_scale, transfer_keypoints,
 )
