@@ -7,7 +7,6 @@ One ``torch.save`` dict of tensors and plain values only, so it loads with
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -36,14 +35,24 @@ def save_checkpoint(
         raise ValueError(f"unknown model names {sorted(unknown)}; expected some of {MODEL_KEYS}")
     state: dict[str, Any] = {"format": FORMAT, "model_config": to_mapping(model_config)}
     for name, module in models.items():
-        module = getattr(module, "module", module)  # unwrap DistributedDataParallel
-        module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
-        state[name] = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        state[name] = cpu_state_dict(module)
+    write_state(path, state, extra)
+
+
+def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's weights on the CPU, through DistributedDataParallel / torch.compile wrappers."""
+    module = getattr(module, "module", module)  # unwrap DistributedDataParallel
+    module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def write_state(path: str | os.PathLike, state: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """``state`` plus ``extra`` (which may not shadow its keys), saved atomically."""
     if extra:
         clash = set(extra) & set(state)
         if clash:
             raise ValueError(f"extra keys {sorted(clash)} clash with the checkpoint's own keys")
-        state.update(extra)
+        state = {**state, **extra}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
@@ -37,3 +38,9 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
 def summary(text: str) -> None:
     """The one line each stage ends with: what it did, in numbers."""
     Console(soft_wrap=True).print(text, highlight=False)
+
+
+def log_line(*args, **kwargs) -> None:
+    """Progress messages from library code (its ``log`` callbacks): stderr, flushed at once."""
+    kwargs.pop("flush", None)
+    print(*args, file=sys.stderr, flush=True, **kwargs)

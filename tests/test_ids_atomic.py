@@ -1,7 +1,6 @@
 """Id validation, path safety and atomic writes: the guards every stage relies on."""
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -98,22 +98,19 @@ def facenet_backend(device: str = "cpu") -> IdentityBackend:
     return embed
 
 
+def _start(module: str, package: str, factory, device: str):
+    """(backend, None) or (None, why it is skipped) for one optional package."""
+    if importlib.util.find_spec(module) is None:
+        return None, f"needs the optional {package} package (pip install {package})"
+    try:
+        return factory(device), None
+    except Exception as exc:  # weights unreachable offline, incompatible version...
+        return None, f"{package} could not start ({type(exc).__name__}: {exc})"
+
+
 def load_face_backends(device: str = "cpu") -> tuple[LandmarkBackend | None, IdentityBackend | None, dict[str, str]]:
     """The installed backends, and for each missing one why (goes into metrics.json)."""
-    reasons: dict[str, str] = {}
-    landmarks = identity = None
-    if importlib.util.find_spec("face_alignment") is None:
-        reasons["akd_skipped"] = "needs the optional face-alignment package (pip install face-alignment)"
-    else:
-        try:
-            landmarks = face_alignment_backend(device)
-        except Exception as exc:  # weights unreachable offline, incompatible version...
-            reasons["akd_skipped"] = f"face-alignment could not start ({type(exc).__name__}: {exc})"
-    if importlib.util.find_spec("facenet_pytorch") is None:
-        reasons["aed_skipped"] = "needs the optional facenet-pytorch package (pip install facenet-pytorch)"
-    else:
-        try:
-            identity = facenet_backend(device)
-        except Exception as exc:
-            reasons["aed_skipped"] = f"facenet-pytorch could not start ({type(exc).__name__}: {exc})"
-    return landmarks, identity, reasons
+    landmarks, akd_reason = _start("face_alignment", "face-alignment", face_alignment_backend, device)
+    identity, aed_reason = _start("facenet_pytorch", "facenet-pytorch", facenet_backend, device)
+    reasons = {"akd_skipped": akd_reason, "aed_skipped": aed_reason}
+    return landmarks, identity, {k: v for k, v in reasons.items() if v is not None}

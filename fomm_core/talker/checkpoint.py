@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..checkpoint import cpu_state_dict, write_state
 from ..config import from_mapping, to_mapping
 from ..errors import FommError
 from ..weights import load_checkpoint
@@ -26,15 +26,7 @@ SYNCERS_FORMAT = "fomm-syncers-v1"
 
 
 def _save(path, fmt: str, config, module: nn.Module, extra: dict[str, Any] | None) -> None:
-    state: dict[str, Any] = {"format": fmt, "config": to_mapping(config),
-                             "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}
-    if extra:
-        clash = set(extra) & set(state)
-        if clash:
-            raise ValueError(f"extra keys {sorted(clash)} clash with the checkpoint's own keys")
-        state.update(extra)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_state(path, {"format": fmt, "config": to_mapping(config), "state_dict": cpu_state_dict(module)}, extra)
 
 
 def _load(path, fmt: str, config_cls, build, device) -> tuple[nn.Module, dict[str, Any]]:

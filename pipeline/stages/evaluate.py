@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from fomm_core.inference.device import resolve_device
 from fomm_core.inference.evaluate import evaluate_model
 from fomm_core.inference.face_metrics import load_face_backends
 from pipeline.cli_support import user_errors
+from pipeline.metrics_file import finite_numbers, write_metrics_json
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import console, progress_bar, summary
 
@@ -50,22 +49,15 @@ def _fmt(value: object, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _json_safe(metrics: dict) -> dict:
-    """JSON has no inf/nan: such values become null (they are never expected here)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 def _log_to_mlflow(metrics: dict, config: EvaluateConfig, checkpoint: Path, shards: Path, out: Path,
                    root: Path | None) -> None:
     """One MLflow run of kind "evaluate": numeric metrics, the metrics file and the videos."""
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
-    numeric = {k: float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     tags = {"shards_sha256": shards_fingerprint(shards), "checkpoint": str(checkpoint.resolve())}
     with tracking.tracked_run("evaluate", {"evaluate": to_mapping(config)}, tags, root=root) as logger:
-        logger.log_metrics(numeric, 0)
+        logger.log_metrics(finite_numbers(metrics), 0)
         logger.log_artifact(out / "metrics.json")
         for video in sorted((out / "videos").glob("*.mp4")):
             logger.log_artifact(video, "videos")
@@ -122,7 +114,7 @@ def command(
         metrics["device"] = str(device)
         metrics["frame_size"] = frame_size
         metrics["perceptual_backbone"] = backbone or "unknown"  # "random": trained without ImageNet VGG weights
-        (tmp / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+        write_metrics_json(tmp / "metrics.json", metrics)
     if mlflow:
         _log_to_mlflow(metrics, config, checkpoint, shards, out, mlflow_dir)
     for name in ("akd", "aed"):

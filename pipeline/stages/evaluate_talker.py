@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -13,13 +12,10 @@ from fomm_core.talker import TalkerEvalConfig, evaluate_talker, load_syncers_che
 from fomm_core.errors import FommError
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
-from pipeline.progress import summary
-from pipeline.stages.talker_common import load_clips, numeric, write_json
+from pipeline.progress import log_line, summary
+from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.stages.talker_common import load_clips
 
-
-def _err(*args, **kwargs) -> None:
-    kwargs.pop("flush", None)
-    print(*args, file=sys.stderr, flush=True, **kwargs)
 
 
 def _fmt(metrics: dict, key: str, digits: int = 3) -> str:
@@ -53,16 +49,16 @@ def command(
     talker_model = load_talker_checkpoint(talker)
     sync_models = load_syncers_checkpoint(syncers)
     a = talker_model.config.audio_per_frame
-    test = load_clips(shards, keypoints, "test", a, _err)
-    train = load_clips(shards, keypoints, "train", a, _err)
+    test = load_clips(shards, keypoints, "test", a, log_line)
+    train = load_clips(shards, keypoints, "train", a, log_line)
     metrics = evaluate_talker(talker_model, sync_models, test, config, clips_train=train)
     with atomic_dir(out) as tmp:
-        write_json(tmp / "metrics.json", metrics)
+        write_metrics_json(tmp / "metrics.json", metrics)
     if mlflow:
         tags = {"shards_sha256": shards_fingerprint(shards), "talker": str(talker.resolve())}
         with tracking.tracked_run("evaluate-talker", {"talker_eval": to_mapping(config)}, tags,
                                   root=mlflow_dir) as logger:
-            logger.log_metrics(numeric(metrics), 0)
+            logger.log_metrics(finite_numbers(metrics), 0)
             logger.log_artifact(out / "metrics.json")
     summary(
         f"evaluate-talker on {int(metrics.get('num_clips') or 0)} test clips: mouth correlation {_fmt(metrics, 'mouth_corr')} "

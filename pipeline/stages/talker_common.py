@@ -1,12 +1,9 @@
-"""What the talker stages share: loading clips and keeping an MLflow run's bookkeeping."""
+"""What the talker stages share: loading the clips joined with their keypoints."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
-from fomm_core.atomic import write_text_atomic
 from fomm_core.data import ShardStore
 from fomm_core.errors import FommError
 from fomm_core.talker import TalkerClips
@@ -21,14 +18,3 @@ def load_clips(shards: Path, keypoints: Path, partition: str, audio_per_frame: i
     for clip_id, reason in getattr(clips, "skipped", []):
         log(f"skipped {clip_id}: {reason}")
     return clips
-
-
-def numeric(metrics: dict) -> dict[str, float]:
-    """The finite numbers of a metrics dict (what MLflow can store)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-
-
-def write_json(path: Path, payload: dict) -> None:
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
-    write_text_atomic(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")

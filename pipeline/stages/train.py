@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from pathlib import Path
 
 import typer
@@ -14,14 +12,10 @@ from fomm_core.losses import LossConfig
 from fomm_core.model_config import ModelConfig
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
-from pipeline.progress import summary
+from pipeline.progress import log_line, summary
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM: a stopped run is not a finished stage (DVC must not cache it)
 
-
-def _err(*args, **kwargs) -> None:
-    kwargs.pop("flush", None)
-    print(*args, file=sys.stderr, flush=True, **kwargs)
 
 
 @user_errors
@@ -51,7 +45,7 @@ def command(
         raise FommError(f"{shards}/index.parquet not found; run `fomm shard` first or pass --shards")
 
     info = env_dist_info()
-    trainer = Trainer(shards, out, model_config, loss_config, train_config, resume=resume, log=_err)
+    trainer = Trainer(shards, out, model_config, loss_config, train_config, resume=resume, log=log_line)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
     try:
         from pipeline import tracking
@@ -69,7 +63,7 @@ def command(
             except TrainingInterrupted as stop:
                 if stop.path is not None:
                     logger.log_artifact(stop.path)
-                _err(f"stopped by SIGTERM at step {stop.step}; checkpoint saved to {stop.path}; continue with --resume")
+                log_line(f"stopped by SIGTERM at step {stop.step}; checkpoint saved to {stop.path}; continue with --resume")
                 raise typer.Exit(EXIT_TERMINATED) from None
             if info.is_main:
                 logger.log_artifact(result.checkpoint)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -11,15 +10,12 @@ from fomm_core.config import to_mapping
 from fomm_core.talker import SyncerConfig, save_syncers_checkpoint, train_syncers
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
-from pipeline.progress import summary
-from pipeline.stages.talker_common import load_clips, numeric, write_json
+from pipeline.progress import log_line, summary
+from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.stages.talker_common import load_clips
 
 SYNCERS_NAME = "syncers.pt"
 
-
-def _err(*args, **kwargs) -> None:
-    kwargs.pop("flush", None)
-    print(*args, file=sys.stderr, flush=True, **kwargs)
 
 
 @user_errors
@@ -40,16 +36,16 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "syncer", SyncerConfig)
-    clips = load_clips(shards, keypoints, "train", config.audio_per_frame, _err)
+    clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
     tags = {"shards_sha256": shards_fingerprint(shards)}
     with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow,
                               root=mlflow_dir) as logger:
-        syncers, metrics = train_syncers(clips, config, log=_err, logger=logger)
+        syncers, metrics = train_syncers(clips, config, log=log_line, logger=logger)
         out.mkdir(parents=True, exist_ok=True)
         save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
-        metrics = {**numeric(metrics), "num_clips": len(clips)}
-        write_json(out / "syncer_metrics.json", metrics)
-        logger.log_metrics({f"final/{k}": v for k, v in numeric(metrics).items()}, config.steps)
+        metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
+        write_metrics_json(out / "syncer_metrics.json", metrics)
+        logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, config.steps)
         logger.log_artifact(out / SYNCERS_NAME)
     accuracy = ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in metrics.items() if "/acc_l" in k)
     summary(f"train-syncer: {config.steps} steps on {len(clips)} clips; {accuracy} "

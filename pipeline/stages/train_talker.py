@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -15,16 +14,13 @@ from fomm_core.talker import (TalkerModelConfig, TalkerTrainConfig, check_compat
                               save_talker_checkpoint, train_talker)
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
-from pipeline.progress import summary
-from pipeline.stages.talker_common import load_clips, numeric, write_json
+from pipeline.progress import log_line, summary
+from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.stages.talker_common import load_clips
 
 TALKER_NAME = "talker.pt"
 FOMM_NAME = "fomm.pt"
 
-
-def _err(*args, **kwargs) -> None:
-    kwargs.pop("flush", None)
-    print(*args, file=sys.stderr, flush=True, **kwargs)
 
 
 def export_fomm_for_inference(checkpoint: Path, target: Path) -> None:
@@ -77,18 +73,18 @@ def command(
         check_compatible(model_config, sync_models.config)
     except ValueError as exc:
         raise FommError(f"{params}: talker_model does not match the syncers in {syncers} ({exc})") from None
-    clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, _err)
+    clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, log_line)
     run_params = {"talker_model": to_mapping(model_config), "talker_train": to_mapping(train_config)}
     tags = {"shards_sha256": shards_fingerprint(shards), "syncers": str(syncers.resolve())}
     with tracking.tracked_run("train-talker", run_params, tags, enabled=mlflow, root=mlflow_dir) as logger:
-        talker, metrics = train_talker(clips, sync_models, train_config, log=_err, logger=logger,
+        talker, metrics = train_talker(clips, sync_models, train_config, log=log_line, logger=logger,
                                        model_config=model_config)
         out.mkdir(parents=True, exist_ok=True)
         save_talker_checkpoint(out / TALKER_NAME, talker)
         export_fomm_for_inference(checkpoint, out / FOMM_NAME)
-        metrics = {**numeric(metrics), "num_clips": len(clips)}
-        write_json(out / "talker_metrics.json", metrics)
-        logger.log_metrics({f"final/{k}": v for k, v in numeric(metrics).items()}, train_config.steps)
+        metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
+        write_metrics_json(out / "talker_metrics.json", metrics)
+        logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, train_config.steps)
         logger.log_artifact(out / TALKER_NAME)
     summary(f"train-talker: {train_config.steps} steps on {len(clips)} clips; "
             + ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items() if k.startswith("talker/"))
