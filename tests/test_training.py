@@ -52,7 +52,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(shards, tmp_path):
     saved = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (3, 1, 1)
     resumed = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6),
-                      keep_history=True, resume=True, log=quiet)
+                      keep_history=True, resume="require", log=quiet)
     assert resumed.step == 3
     rest = resumed.run()
     assert first.step_losses + rest.step_losses == full.step_losses
