@@ -26,12 +26,18 @@ ResumeMode = Literal["never", "auto", "require"]
 RUN_LENGTH_KEYS = ("epochs", "max_steps", "checkpoint_every", "log_every", "image_log_every", "num_workers",
                    "nproc_per_node")
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the fomm_core package
+# The code a training trajectory depends on (the train stage's code deps in dvc.yaml): an
+# unrelated edit (the talker, inference) must not throw a long run's progress away.
+TRAINING_CODE = ("models", "losses", "training", "data", "geometry.py", "model_config.py", "config.py",
+                 "weights.py", "checkpoint.py")
 
 
 def code_fingerprint(root: Path = CODE_ROOT) -> str:
-    """sha256 over the package's Python sources (paths and bytes): any code change changes it."""
+    """sha256 over the training code's Python sources (paths and bytes)."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    files = sorted(path for name in TRAINING_CODE
+                   for path in ((root / name).rglob("*.py") if (root / name).is_dir() else [root / name]))
+    for path in files:
         digest.update(f"\n{path.relative_to(root).as_posix()}\n".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

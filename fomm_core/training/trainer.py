@@ -346,10 +346,13 @@ class Trainer:
         self._saved_at = self.step if self.resumed else None
         self._history: list[dict[str, float]] = []
         self._open_curve()
-        self.log(
-            f"training on {self.device} ({self.info.world_size} process(es)): {self.steps_per_epoch} steps/epoch, "
-            f"epochs {self.epoch}..{cfg.epochs - 1}, batch {cfg.batch_size} x {cfg.accumulate_steps} micro-batch(es) "
-            f"per process, step {self.step} of {self.total_steps}", flush=True)
+        if self._finished():
+            self.log(f"nothing to train: the checkpoint is at step {self.step} of {self.total_steps}")
+        else:
+            self.log(
+                f"training on {self.device} ({self.info.world_size} process(es)): {self.steps_per_epoch} steps/epoch, "
+                f"epochs {self.epoch}..{cfg.epochs - 1}, batch {cfg.batch_size} x {cfg.accumulate_steps} "
+                f"micro-batch(es) per process, step {self.step} of {self.total_steps}", flush=True)
         try:
             while not self._finished():
                 self._run_epoch()
