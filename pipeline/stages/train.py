@@ -55,9 +55,9 @@ def command(
         raise FommError(f"{shards}/index.parquet not found; run `fomm shard` first or pass --shards")
     info = env_dist_info()
     if info.is_main:
-        claim_output_dir(out, "train", (shards, params), legacy=(CHECKPOINT_NAME, METRICS_NAME))
         if mlflow:
             tracking.check_store(mlflow_dir)
+        claim_output_dir(out, "train", (shards, params), legacy=(CHECKPOINT_NAME, METRICS_NAME))
 
     nproc = launch.processes_per_node(train_config.nproc_per_node)
     if nproc > 1 and not launch.under_torchrun():

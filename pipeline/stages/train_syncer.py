@@ -42,9 +42,9 @@ def command(
 
     config = load_section(params, "syncer", SyncerConfig)
     require_clip_inputs(shards, keypoints)
-    claim_output_dir(out, "train-syncer", (shards, keypoints, params), legacy=(SYNCERS_NAME, METRICS_NAME))
     if mlflow:
         tracking.check_store(mlflow_dir)
+    claim_output_dir(out, "train-syncer", (shards, keypoints, params), legacy=(SYNCERS_NAME, METRICS_NAME))
     clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
     tags = {"shards_sha256": shards_fingerprint(shards)}
     with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow,

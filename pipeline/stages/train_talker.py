@@ -73,10 +73,10 @@ def command(
     if not checkpoint.is_file():
         raise FommError(f"{checkpoint}: not found; run `fomm train` first or pass --checkpoint")
     require_clip_inputs(shards, keypoints)
-    claim_output_dir(out, "train-talker", (shards, keypoints, syncers, checkpoint, params),
-                     legacy=(TALKER_NAME, FOMM_NAME, METRICS_NAME))
     if mlflow:
         tracking.check_store(mlflow_dir)
+    claim_output_dir(out, "train-talker", (shards, keypoints, syncers, checkpoint, params),
+                     legacy=(TALKER_NAME, FOMM_NAME, METRICS_NAME))
     sync_models = load_syncers_checkpoint(syncers)
     try:
         check_compatible(model_config, sync_models.config)
