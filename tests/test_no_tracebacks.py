@@ -52,6 +52,14 @@ class Case:
     expect: str  # a fragment of the one stderr line
 
 
+def _syncers(root: Path) -> Path:
+    from fomm_core.talker import SyncerConfig, Syncers, save_syncers_checkpoint
+
+    path = root / "syncer" / "syncers.pt"
+    save_syncers_checkpoint(path, Syncers(SyncerConfig()))  # matches the project's talker_model
+    return path
+
+
 def _damaged_store(root: Path) -> Path:
     store = root / "store"
     store.mkdir()
@@ -123,7 +131,7 @@ CASES = [
          "cannot write in /proc"),
     Case("train-talker --out a file", lambda r: ["train-talker", "--params", str(_params(r)), "--shards",
                                                 str(_fake_shards(r)), "--keypoints", str(_precious(r / "kp")),
-                                                "--syncers", str(_ckpt(r)), "--checkpoint", str(_ckpt(r)),
+                                                "--syncers", str(_syncers(r)), "--checkpoint", str(_ckpt(r)),
                                                 "--out", str(_precious(r / "talker") / "PRECIOUS.txt"), "--no-mlflow"],
          "is a file, not a folder"),
     # params.yaml sections (issue 9, case 7)

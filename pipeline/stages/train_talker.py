@@ -72,16 +72,16 @@ def command(
         raise FommError(f"{syncers}: not found; run `fomm train-syncer` first or pass --syncers")
     if not checkpoint.is_file():
         raise FommError(f"{checkpoint}: not found; run `fomm train` first or pass --checkpoint")
-    require_clip_inputs(shards, keypoints)
-    if mlflow:
-        tracking.check_store(mlflow_dir)
-    claim_output_dir(out, "train-talker", (shards, keypoints, syncers, checkpoint, params),
-                     legacy=(TALKER_NAME, FOMM_NAME, METRICS_NAME))
     sync_models = load_syncers_checkpoint(syncers)
     try:
         check_compatible(model_config, sync_models.config)
     except ValueError as exc:
         raise FommError(f"{params}: talker_model does not match the syncers in {syncers} ({exc})") from None
+    require_clip_inputs(shards, keypoints)
+    if mlflow:
+        tracking.check_store(mlflow_dir)
+    claim_output_dir(out, "train-talker", (shards, keypoints, syncers, checkpoint, params),
+                     legacy=(TALKER_NAME, FOMM_NAME, METRICS_NAME))
     clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, log_line)
     run_params = {"talker_model": to_mapping(model_config), "talker_train": to_mapping(train_config)}
     tags = {"shards_sha256": shards_fingerprint(shards), "syncers": str(syncers.resolve())}
