@@ -3,8 +3,8 @@
 
 A real DVC project holding the repository's own train stage (its cmd, outs and params; the
 code deps are left out since the code lives in this checkout), tiny model, 2 steps per epoch,
-`train.nproc_per_node: 2` (so the tree is dvc -> fomm -> torchrun -> 2 workers) and one
-DataLoader worker per rank.
+`train.nproc_per_node: 2` and one DataLoader worker per rank, so the tree under DVC is
+sh -c -> fomm train -> torchrun -> 2 workers -> 2 DataLoader workers.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def shards(tmp_path_factory) -> Path:
 
 
 def dvc_env() -> dict[str, str]:
+    # SHELL=/bin/sh: DVC runs the stage through `sh -c`, and dash stays in between (it does not exec).
     run_env = dict(env(), PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-                   OMP_NUM_THREADS="1")
+                   OMP_NUM_THREADS="1", SHELL="/bin/sh")
     run_env.pop("FOMM_MLFLOW_DIR", None)
     return run_env
 
@@ -115,6 +116,7 @@ def test_sigkill_of_dvc_repro_leaves_no_process_and_the_next_repro_resumes(proje
         commands = [cmd for _, _, cmd in tree.values()]
         workers = [pid for pid, (_, _, cmd) in tree.items()
                    if "pipeline train" in cmd and "torch.distributed.run" in tree.get(tree[pid][0], (0, 0, ""))[2]]
+        assert any(cmd.startswith("/bin/sh -c fomm train") for cmd in commands), commands
         assert sum("torch.distributed.run" in cmd for cmd in commands) == 1, commands
         assert len(workers) == 2, commands
         assert sum(info[0] in workers for info in tree.values()) >= 2, commands  # their DataLoader workers
