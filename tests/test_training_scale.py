@@ -112,6 +112,11 @@ def test_nproc_per_node_runs_torchrun_and_a_resume_with_another_world_size_is_re
     assert refused.returncode == 2
     [line] = refused.stderr.strip().splitlines()
     assert "trained by 2 process(es), this run has 1" in line and "--fresh" in line, line
+    params_yaml(tmp_path / "params.yaml", gan=1.0, epochs=2, nproc_per_node=3)  # refused before torchrun starts
+    refused = cli(["train", "--shards", str(shards), "--out", "out", "--no-mlflow"], tmp_path, env=run_env)
+    assert refused.returncode == 2 and "starting 3 processes" not in refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "trained by 2 process(es), this run has 3" in line, line
     assert (tmp_path / "out" / "checkpoint.pt").read_bytes() == before
 
 

@@ -113,3 +113,16 @@ def _fresh_or_refuse(mode: ResumeMode, why: str) -> ResumeDecision:
         raise FommError(f"{why}; cannot --resume it: train with the settings it was saved with, or drop --resume "
                         "to start fresh")
     return ResumeDecision(False, f"{why}; starting from scratch")
+
+
+def check_before_launch(checkpoint: Path, model: ModelConfig, losses: LossConfig, train: TrainConfig,
+                        shards: Path, world_size: int, mode: ResumeMode) -> None:
+    """Raise now what every one of ``world_size`` workers would raise on this checkpoint
+    (another world size, or ``--resume`` of a mismatching run), before a launcher starts them."""
+    if mode == "never" or not checkpoint.exists():
+        return
+    from ..checkpoint import read_checkpoint
+    from .fingerprint import shards_fingerprint
+
+    identity = run_identity(model, losses, train, shards_fingerprint(shards), code_fingerprint())
+    decide(read_checkpoint(checkpoint), checkpoint, identity, world_size, 2**62, mode)

@@ -45,6 +45,7 @@ def command(
     from fomm_core.training import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, TrainingInterrupted
     from fomm_core.training.distributed import env_dist_info
     from fomm_core.training.frame_size import check_frame_size
+    from fomm_core.training.resume import check_before_launch
     from pipeline import launch, tracking
 
     model_config = load_section(params, "model", ModelConfig)
@@ -59,8 +60,10 @@ def command(
             tracking.check_store(mlflow_dir)
         claim_output_dir(out, "train", (shards, params), legacy=(CHECKPOINT_NAME, METRICS_NAME))
 
+    mode = {None: "auto", True: "require", False: "never"}[resume]
     nproc = launch.processes_per_node(train_config.nproc_per_node)
     if nproc > 1 and not launch.under_torchrun():
+        check_before_launch(out / CHECKPOINT_NAME, model_config, loss_config, train_config, shards, nproc, mode)
         args = ["train", "--params", str(params), "--shards", str(shards), "--out", str(out),
                 "--mlflow" if mlflow else "--no-mlflow"]
         args += [] if resume is None else ["--resume" if resume else "--fresh"]
@@ -71,7 +74,6 @@ def command(
             raise typer.Exit(code)
         return
 
-    mode = {None: "auto", True: "require", False: "never"}[resume]
     trainer = Trainer(shards, out, model_config, loss_config, train_config, resume=mode, log=log_line)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
     try:
