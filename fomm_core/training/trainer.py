@@ -13,7 +13,6 @@ writes files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -469,13 +468,3 @@ class Trainer:
 
     def close(self) -> None:
         distributed.destroy_process_group()
-
-
-@contextlib.contextmanager
-def trainer_session(*args, **kwargs):
-    """A :class:`Trainer` whose process group is torn down afterwards."""
-    trainer = Trainer(*args, **kwargs)
-    try:
-        yield trainer
-    finally:
-        trainer.close()
