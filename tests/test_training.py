@@ -23,7 +23,7 @@ from _train_helpers import (
 )
 from fomm_core.checkpoint import load_inference_models, read_checkpoint
 from fomm_core.errors import FommError
-from fomm_core.training import Trainer
+from fomm_core.training import Trainer, TrainingInterrupted
 from fomm_core.training.sampling import ResumableSampler
 from fomm_core.training.visualize import PALETTE, draw_keypoints, sample_grid
 
@@ -42,8 +42,9 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(shards, tmp_path):
-    # 2 steps per epoch, 6 steps: the split at step 3 falls mid-epoch, after an lr milestone,
-    # and inside a log interval (log_every 2: the interval's sums travel in the checkpoint).
+    # 2 steps per epoch, 6 steps: a stop request (what SIGTERM does) at step 3 falls mid-epoch,
+    # after an lr milestone, and inside a log interval (log_every 2: the interval's sums
+    # travel in the checkpoint).
     straight = Trainer(shards, tmp_path / "a", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
                        keep_history=True, log=quiet)
     full = straight.run()
@@ -52,17 +53,28 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(shards, tmp_path):
     assert {"perceptual", "equivariance_value", "equivariance_jacobian", "generator_gan", "feature_matching",
             "discriminator_gan"} <= set(full.step_losses[0])
 
-    first = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=3, log_every=2),
-                    keep_history=True, log=quiet).run()
+    first_losses = []
+    first = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
+                    log=quiet)
+
+    def stop_at_step_3(report):
+        first_losses.append(dict(report.losses))
+        if report.step == 3:
+            first.request_stop()
+
+    first.on_step = stop_at_step_3
+    with pytest.raises(TrainingInterrupted) as stopped:
+        first.run()
+    assert stopped.value.step == 3
     saved = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (3, 1, 1)
     with (tmp_path / "b" / "train_losses.tsv").open("a") as curve:
-        curve.write("4\t1.0\t")  # a row the killed run was writing after its checkpoint
+        curve.write("4\t1.0\t")  # a row a killed run was writing after its checkpoint
     resumed = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
                       keep_history=True, resume="require", log=quiet)
     assert resumed.step == 3
     rest = resumed.run()
-    assert first.step_losses + rest.step_losses == full.step_losses
+    assert first_losses + rest.step_losses == full.step_losses
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # The curve (rows at steps 2, 4, 6) and the final metrics read as one uninterrupted run.

@@ -398,7 +398,8 @@ class Trainer:
             self.log(note)
 
     def _report(self, losses: dict[str, float], out: dict) -> None:
-        """Every step: history, progress callback; every ``log_every``: metrics and a curve row; images."""
+        """Every step: history, progress callback; every ``log_every`` and at the last step: metrics
+        and a curve row; images."""
         cfg = self.config
         self.recent.append(losses)
         if self.keep_history:
@@ -408,7 +409,7 @@ class Trainer:
         now = time.perf_counter()
         first_step, started = self._run_start
         logged = None
-        if self.step % cfg.log_every == 0:
+        if self.step % cfg.log_every == 0 or self.step == self.total_steps:  # every run ends with a row
             logged = self.window.pop()
             last_step, last_time = self._last_log
             metrics = {f"loss/{k}": v for k, v in logged.items()}
