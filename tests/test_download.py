@@ -23,7 +23,7 @@ from pipeline.download.archive import Archive
 from pipeline.download.config import DownloadConfig
 from pipeline.download.errors import PERMANENT, TRANSIENT, classify
 from pipeline.download.jobs import plan_jobs
-from pipeline.download.report import SCHEMA
+from pipeline.download.report import SCHEMA, load_rows
 from pipeline.download.retry import Backoff, with_retries
 from pipeline.download.runner import run_download
 from pipeline.download.ytdlp_options import YtdlpLogger, build_params, format_selector
@@ -71,6 +71,13 @@ def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Completed
         [sys.executable, "-m", "pipeline", "download", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def journal_rows(out: Path) -> dict[str, dict]:
+    """The rows a (possibly killed) run has journalled so far, report.parquet included."""
+    if not out.is_dir():
+        return {}
+    return {k: dict(v) for k, v in load_rows(out).to_dict("index").items()}
 
 
 def nonempty(path: Path) -> bool:
@@ -161,6 +168,62 @@ def test_resume_skips_finished_videos_and_keeps_their_rows(tmp_path, server, vid
     assert sorted(Archive(out / "archive.txt").entries()) == ["generic first", "generic second"]
 
 
+def test_rerun_over_finished_and_permanently_failed_videos_makes_no_request(tmp_path, server, video_bytes):
+    scripts = {"fine": [], "gone": [404] * 10, "flaky": [503]}
+    urls = {name: server.add(f"/{name}.mp4", video_bytes, script=script) for name, script in scripts.items()}
+    urls["private"] = server.add("/private.mp4", video_bytes, script=[410] * 10)
+    clips = write_clips(tmp_path / "clips.parquet",
+                        [{"video_id": vid(n), "url": u, "start": 0, "end": 25} for n, u in urls.items()])
+    out = tmp_path / "videos"
+    first = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert [(r.status, r.reason) for r in first.rows] == [
+        ("ok", ""), ("skipped", "http_404"), ("failed", "http_5xx"), ("skipped", "http_410")]
+    before = read_report(out)
+    assert not list(out.glob(".report.parts/*"))  # merged into report.parquet and removed
+
+    # The transient failure is retried; the finished and the permanently failed are not.
+    server.log.clear()
+    second = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/flaky.mp4"}
+    assert second.not_retried == 2 and second.already_done == 1
+    after = read_report(out)
+    for name in ("fine", "gone", "private"):
+        assert after[vid(name)] == before[vid(name)], name  # rows kept as they were
+
+    # Everything settled: a third run makes no request at all.
+    server.log.clear()
+    third = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert server.log == [] and third.already_done == 2 and third.not_retried == 2
+
+    # Asked to, the permanent failures are tried again (once each: still permanent).
+    fourth = run_download(DownloadConfig(retries=3, retry_failed=True, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/gone.mp4", "/private.mp4"}
+    assert server.requests("/gone.mp4") == 1 and fourth.not_retried == 0
+    # A new URL for a given-up video is a new chance, without being asked.
+    moved = server.add("/moved.mp4", video_bytes)
+    rows = [{"video_id": vid(n), "url": moved if n == "gone" else u, "start": 0, "end": 25} for n, u in urls.items()]
+    write_clips(clips, rows)
+    server.log.clear()
+    fifth = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/moved.mp4"}
+    assert read_report(out)[vid("gone")]["status"] == "ok" and fifth.not_retried == 1
+
+
+def test_cli_summary_says_permanent_failures_were_not_retried(tmp_path, server, video_bytes):
+    gone = server.add("/gone.mp4", video_bytes, script=[404] * 10)
+    good = server.add("/good.mp4", video_bytes)
+    write_clips(tmp_path / "clips.parquet", [{"video_id": vid("gone"), "url": gone, "start": 0, "end": 25},
+                                             {"video_id": vid("good"), "url": good, "start": 0, "end": 25}])
+    write_params(tmp_path / "params.yaml", workers=0, **FAST)
+    assert run_cli(tmp_path, "clips.parquet", "--out", "out").returncode == 0
+    again = run_cli(tmp_path, "clips.parquet", "--out", "out")
+    assert again.returncode == 0, again.stderr
+    assert ("download: 1 ok (1 already done), 1 skipped (http_404 1), 0 failed of 2 videos; 0.0 MB in "
+            in again.stdout)
+    assert "1 permanent failures of earlier runs not retried (download.retry_failed)" in again.stdout
+    assert server.requests("/gone.mp4") == 1
+
+
 # ---------------------------------------------------------------- sections mode
 
 
@@ -234,9 +297,7 @@ def test_cli_kill_mid_run_then_resume(tmp_path, server, video_bytes):
         deadline = time.monotonic() + 60
         part_dir = out / ".partial" / vid("two")
         while time.monotonic() < deadline:  # first video reported done, second one mid-transfer
-            if (out / "report.parquet").is_file() and vid("one") in read_report(out) and any(
-                nonempty(p) for p in part_dir.glob("*.part")
-            ):
+            if vid("one") in journal_rows(out) and any(nonempty(p) for p in part_dir.glob("*.part")):
                 break
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
@@ -251,7 +312,8 @@ def test_cli_kill_mid_run_then_resume(tmp_path, server, video_bytes):
     assert not whole_video_path(out, vid("two")).exists()  # partial data never has a final name
     assert not whole_video_path(out, vid("three")).exists()
     assert list((out / ".partial" / vid("two")).glob("*.part"))  # a resumable part file
-    killed_row = read_report(out)[vid("one")]
+    assert not (out / "report.parquet").exists()  # the finished row lives in the journal only
+    killed_row = journal_rows(out)[vid("one")]
     counts = {n: server.requests(f"/{n}.mp4") for n in names}
 
     for route in server.routes.values():
