@@ -360,7 +360,8 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path):
     bad_id = run_cli(tmp_path, "clips.parquet", "--out", "out")
     assert bad_id.returncode == 2
     assert bad_id.stderr.strip() == (
-        "error: clips.parquet row 1: video id '../../etc' is not 11 characters of [A-Za-z0-9_-]"
+        "error: clips.parquet row 1: video id '../../etc' is not 11 characters of [A-Za-z0-9_-], "
+        "not starting with '-'"
     )
     assert not (tmp_path / "out").exists()
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from fomm_core.atomic import atomic_path
 from fomm_core.errors import FommError
-from pipeline.ids import PARTITIONS, is_person_id, is_video_id, parse_clip_id
+from pipeline.ids import PARTITIONS, VIDEO_ID_RULE, is_person_id, is_video_id, parse_clip_id
 
 from .geometry import Box
 
@@ -83,7 +83,7 @@ def read_clips(path: Path) -> list[Clip]:
         where = f"{path} row {row}"
         clip_id, video_id, person_id, partition = rec.clip_id, rec.video_id, rec.person_id, rec.partition
         if not is_video_id(video_id):
-            raise FommError(f"{where}: video_id {video_id!r} is not 11 characters of [A-Za-z0-9_-]")
+            raise FommError(f"{where}: video_id {video_id!r} is not {VIDEO_ID_RULE}")
         if not is_person_id(person_id):
             raise FommError(f"{where}: person_id {person_id!r} is not of the form id12345")
         if partition not in PARTITIONS:

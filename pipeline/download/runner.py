@@ -117,7 +117,7 @@ def plan_run(jobs: list[VideoJob], out_dir: Path, config: DownloadConfig, journa
 def run_download(config: DownloadConfig, clips: Path, out_dir: Path, show_progress: bool = True) -> RunResult:
     """Download every video of ``clips`` into ``out_dir``; returns the report."""
     started = time.monotonic()
-    jobs = plan_jobs(read_clips(clips), clips, config.allow_file_urls)
+    jobs = plan_jobs(read_clips(clips), clips, config.allow_file_urls, with_sections=config.mode == "sections")
     cookies = _cookies(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     new_bytes = 0
