@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
+from types import SimpleNamespace
 import sys
 import wave
 from pathlib import Path
@@ -20,10 +22,11 @@ import pytest
 import yaml
 
 from pipeline.crop.geometry import Box, crop_box, scale_box
-from pipeline.crop.run import CropOptions, crop_all
-from pipeline.crop.table import MANIFEST_COLUMNS, read_clips
+from pipeline.crop.config import CropConfig
+from pipeline.crop.manifest import MANIFEST_COLUMNS, merge_manifest
+from pipeline.crop.run import crop_all
+from pipeline.crop.table import read_clips
 from pipeline.ids import make_clip_id
-from pipeline.stages.crop import CropConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,19 +103,51 @@ def write_clips(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def options(**kw) -> CropOptions:
-    """The run options of the stage's config: its defaults, overridden by ``kw``."""
-    config = CropConfig(**kw)
-    config.validate()
-    return config.options()
+def config(**kw) -> CropConfig:
+    """The stage's config: its defaults, overridden by ``kw``."""
+    made = CropConfig(**kw)
+    made.validate()
+    return made
+
+
+@dataclass
+class Row:
+    """One manifest row, read back from the file the stage wrote."""
+
+    status: str
+    reason: str
+    num_frames: int
+    video: str
+    audio: str
+    crop: Box
+    src_width: int
+    src_height: int
+    settings: str
+    clip: SimpleNamespace
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def of(cls, m: dict) -> "Row":
+        return cls(m["status"], m["reason"], m["num_frames"], m["video"], m["audio"],
+                   Box(m["crop_left"], m["crop_top"], m["crop_right"], m["crop_bottom"]),
+                   m["src_width"], m["src_height"], m["settings"],
+                   SimpleNamespace(clip_id=m["clip_id"], partition=m["partition"]))
 
 
 def run_crop(tmp: Path, videos: Path, rows: list[dict], **kw):
     tmp.mkdir(parents=True, exist_ok=True)
     clips = read_clips(write_clips(tmp / "clips.parquet", rows))
     out = tmp / "out"
-    report = crop_all(clips, videos, out, options(**kw))
-    return report, out, {r.clip.clip_id: r for r in report.results}
+    report = crop_all(clips, videos, out, config(**kw))
+    return report, out, {m["clip_id"]: Row.of(m) for m in merge_manifest(out).to_pylist()}
+
+
+def only(results: dict) -> Row:
+    (row,) = results.values()
+    return row
 
 
 def count_frames(path: Path) -> int:
@@ -273,7 +308,7 @@ def test_box_is_scaled_from_metadata_resolution(videos, tmp_path):
     # unscaled, the same numbers would land on black
     report, out, results = run_crop(tmp_path / "unscaled", videos, [clip_row(BOXV, 0, 25, box=rect)],
                                     increase_area=0.0)
-    assert decode_rgb(out / report.results[0].video).mean() < 20
+    assert decode_rgb(out / only(results).video).mean() < 20
 
 
 def test_30fps_source_is_resampled_to_25fps(mixed, videos):
@@ -325,7 +360,7 @@ def test_bad_clips_get_reasons_and_the_rest_succeed(mixed):
 
 def test_no_audio_allowed_keeps_video_without_wav(videos, tmp_path):
     report, out, results = run_crop(tmp_path, videos, [clip_row(NOAUDIO, 0, 25)], require_audio=False)
-    res = report.results[0]
+    res = only(results)
     assert (res.status, res.reason, res.audio, res.num_frames) == ("ok", "no_audio", "", 25)
     assert count_frames(out / res.video) == 25
     assert not list(out.rglob("*.wav"))
@@ -333,8 +368,8 @@ def test_no_audio_allowed_keeps_video_without_wav(videos, tmp_path):
 
 def test_missing_frames_tolerance_accepts_short_clip_and_trims_audio(videos, tmp_path):
     row = clip_row(MAIN, MAIN_FRAMES - 20, MAIN_FRAMES + 2)  # 2 frames past the end
-    report, out, _ = run_crop(tmp_path, videos, [row], max_missing_frames=2)
-    res = report.results[0]
+    report, out, results = run_crop(tmp_path, videos, [row], max_missing_frames=2)
+    res = only(results)
     assert res.status == "ok" and res.num_frames == 20 == count_frames(out / res.video)
     with wave.open(str(out / res.audio)) as wav:
         assert wav.getnframes() == 20 * 640
@@ -367,8 +402,7 @@ def test_cli_writes_manifest_and_summary(videos, tmp_path):
 
 def test_cli_exit_1_when_no_clip_succeeds(videos, tmp_path):
     write_clips(tmp_path / "clips.parquet", [clip_row(MISSING, 0, 25), clip_row(GARBAGE, 0, 25)])
-    params = {"crop": {"clips": "clips.parquet", "videos": str(videos), "out": "o"}}
-    result = cli(tmp_path, params=params)  # everything from params
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "o")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "0 ok, 2 failed" in errors[0] and "Traceback" not in result.stderr
@@ -398,15 +432,3 @@ def test_cli_user_errors_are_one_line(videos, tmp_path, case):
     assert not (tmp_path / "o").exists()
 
 
-def test_rerun_removes_outputs_a_clip_no_longer_gets(videos, tmp_path):
-    own = tmp_path / "videos"
-    own.mkdir()
-    (own / f"{BOXV}.mp4").write_bytes((videos / f"{BOXV}.mp4").read_bytes())
-    row = clip_row(BOXV, 0, 10)
-    report, out, _ = run_crop(tmp_path, own, [row])
-    video, audio = out / report.results[0].video, out / report.results[0].audio
-    assert video.is_file() and audio.is_file()
-    (own / f"{BOXV}.mp4").unlink()
-    report, out, _ = run_crop(tmp_path, own, [row])
-    assert report.results[0].reason == "not_downloaded"
-    assert not video.exists() and not audio.exists()
