@@ -8,10 +8,13 @@ seek, a dropped frame or a misplaced box shows up as a wrong picture or pitch.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from types import SimpleNamespace
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -432,3 +435,191 @@ def test_cli_user_errors_are_one_line(videos, tmp_path, case):
     assert not (tmp_path / "o").exists()
 
 
+
+
+# ---------------------------------------------------------------- resume, merge, kill
+
+def own_videos(tmp_path: Path, videos: Path, *ids: str) -> Path:
+    """A private videos folder holding copies of some sources (so a test may delete them)."""
+    own = tmp_path / "videos"
+    own.mkdir(exist_ok=True)
+    for video_id in ids:
+        (own / f"{video_id}.mp4").write_bytes((videos / f"{video_id}.mp4").read_bytes())
+    return own
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    return path.stat().st_ino, path.stat().st_mtime_ns
+
+
+def test_rerun_skips_finished_clips_even_without_their_source(videos, tmp_path):
+    own = own_videos(tmp_path, videos, BOXV)
+    row = clip_row(BOXV, 0, 10)
+    _, out, first = run_crop(tmp_path, own, [row])
+    res = only(first)
+    video, audio = out / res.video, out / res.audio
+    before = stamp(video), stamp(audio)
+    (own / f"{BOXV}.mp4").unlink()  # e.g. sources deleted to free disk after cropping
+    report, out, again = run_crop(tmp_path, own, [row])
+    assert (report.ok, report.already_done, report.frames) == (1, 1, 0)  # nothing encoded
+    assert only(again) == res and (stamp(video), stamp(audio)) == before
+
+
+def test_changed_settings_redo_the_clip_and_a_failed_redo_drops_its_old_files(videos, tmp_path):
+    """The choice for "ok before, fails now": only a clip whose settings changed is redone
+    (an unchanged one is skipped, see above); if the redo fails, its files made with the
+    old settings go and its row says why, so the folder never holds a crop the manifest
+    does not describe. Other clips' rows and files are untouched."""
+    own = own_videos(tmp_path, videos, BOXV, MAIN)
+    rows = [clip_row(BOXV, 0, 10), clip_row(MAIN, 0, 10)]
+    _, out, first = run_crop(tmp_path, own, rows)
+    boxv, main = (first[r["clip_id"]] for r in rows)
+    main_stamp = stamp(out / main.video)
+    report, out, second = run_crop(tmp_path, own, rows, increase_area=0.3)
+    assert report.already_done == 0 and second[boxv.clip.clip_id].settings != boxv.settings
+    assert second[boxv.clip.clip_id].crop.right - second[boxv.clip.clip_id].crop.left > boxv.crop.right - boxv.crop.left
+    (own / f"{BOXV}.mp4").unlink()
+    report, out, third = run_crop(tmp_path, own, rows[:1], increase_area=0.1)
+    failed = third[boxv.clip.clip_id]
+    assert (failed.status, failed.reason) == ("failed", "not_downloaded")
+    assert not (out / boxv.video).exists() and not (out / boxv.audio).exists()
+    assert third[main.clip.clip_id] == second[main.clip.clip_id]  # not in this table: kept as it was
+    assert (out / main.video).is_file() and stamp(out / main.video) != main_stamp  # (redone at 0.3)
+
+
+def test_box_entirely_outside_the_frame_is_rejected(videos, tmp_path):
+    rows = [clip_row(MAIN, 0, 10, box=(700, 20, 900, 300)),  # right of a 640-wide frame
+            clip_row(MAIN, 10, 20, box=(800, 20, 1000, 300), width=0, height=H),  # unknown width
+            clip_row(MAIN, 20, 30, box=(100, -400, 300, -10)),  # above the frame
+            clip_row(MAIN, 30, 40, box=(600, 300, 700, 400))]  # partly inside: clamped and kept
+    report, out, results = run_crop(tmp_path, videos, rows)
+    reasons = [results[r["clip_id"]].reason for r in rows]
+    assert reasons == ["outside_frame"] * 3 + [""]
+    assert report.failure_counts() == {"outside_frame": 3}
+    assert not list(out.rglob("*#00000*#0000[123]0.mp4"))
+
+
+def test_cli_failing_table_never_drops_earlier_good_clips(videos, tmp_path):
+    good = [clip_row(MAIN, 0, 10), clip_row(MAIN, 10, 20), clip_row(MAIN, 20, 30)]
+    write_clips(tmp_path / "good.parquet", good)
+    assert cli(tmp_path, "good.parquet", "--videos", str(videos), "--out", "clips").returncode == 0
+    files = {p: stamp(p) for p in (tmp_path / "clips").rglob("*.mp4")}
+    write_clips(tmp_path / "bad.parquet", [clip_row(MISSING, 0, 25)])
+    result = cli(tmp_path, "bad.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 1 and "0 ok, 1 failed (not_downloaded 1) of 1 clips" in result.stderr
+    assert "also keeps 3 clips of earlier runs that bad.parquet does not list" in result.stdout
+    manifest = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
+    assert sorted(manifest["status"]) == ["failed", "ok", "ok", "ok"]
+    assert {p: stamp(p) for p in (tmp_path / "clips").rglob("*.mp4")} == files  # nothing lost or redone
+    from pipeline.shard.manifest import read_manifest
+    clips, skipped = read_manifest(tmp_path / "clips")  # the next stage still takes the folder
+    assert len(clips) == 3 and skipped == 1
+
+
+def journal_lines(out: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in out.glob(".manifest.parts/*.jsonl"))
+
+
+def test_cli_sigkill_then_rerun_redoes_only_the_clips_in_flight(videos, tmp_path):
+    rows = [clip_row(MAIN, start, start + 15) for start in range(0, 180, 15)]  # 12 clips
+    write_clips(tmp_path / "clips.parquet", rows)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"crop": {"workers": 1}}))
+    out = tmp_path / "clips"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "crop", "clips.parquet", "--videos", str(videos),
+                             "--out", "clips"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while journal_lines(out) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no clip finished in 60 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = journal_lines(out)
+    assert done < len(rows), "the run finished before the kill"
+    assert [p for p in out.rglob(".*") if ".tmp" in p.name], "expected the killed clip's temporaries"
+    journalled = pd.concat([pd.read_json(p, lines=True) for p in out.glob(".manifest.parts/*.jsonl")])
+    finished = {out / v: stamp(out / v) for v in journalled["video"]}
+    # Final names only for journalled clips (plus, at most, the one renamed just before the kill).
+    assert len(finished) <= len([p for p in out.rglob("[!.]*.mp4")]) <= done + 1
+    rerun = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips", params={"crop": {"workers": 1}})
+    assert rerun.returncode == 0, rerun.stderr
+    # Every clip whose row was written is skipped: only the one in flight and the unstarted run.
+    assert f"crop: 12 ok ({done} already done), 0 failed of 12 clips; {(12 - done) * 15} frames in" in rerun.stdout
+    assert all(stamp(p) == s for p, s in finished.items())
+    assert not [p for p in out.rglob(".*") if ".tmp" in p.name], "stale temporaries survived the re-run"
+    assert not (out / ".manifest.parts").exists()
+    assert len(pd.read_parquet(out / "manifest.parquet")) == 12
+
+
+def test_cli_parts_share_the_table_and_merge_writes_the_manifest(videos, tmp_path):
+    ids = [MAIN, FPS30, BOXV, NOAUDIO, SECTION]
+    rows = [clip_row(v, 50 + k, 60 + k) for v in ids for k in (0, 10)]
+    write_clips(tmp_path / "clips.parquet", rows)
+    args = ("clips.parquet", "--videos", str(videos), "--out", "clips")
+    first = cli(tmp_path, *args, "--part", "1/2")
+    assert first.returncode in (0, 1), first.stderr
+    assert not (tmp_path / "clips" / "manifest.parquet").exists()  # parts never write it
+    early = cli(tmp_path, *args, "--merge")
+    assert early.returncode == 1 and "clips of clips.parquet have no result yet" in early.stderr
+    second = cli(tmp_path, *args, "--part", "2/2")
+    assert second.returncode in (0, 1), second.stderr
+    counts = [int(re.search(r"of (\d+) clips", r.stdout + r.stderr).group(1)) for r in (first, second)]
+    assert sum(counts) == len(rows) and all(counts)
+    merged = cli(tmp_path, *args, "--merge")
+    assert merged.returncode == 0, merged.stderr
+    manifest = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
+    assert sorted(manifest["clip_id"]) == sorted(r["clip_id"] for r in rows)
+    assert list(manifest["clip_id"]) == sorted(manifest["clip_id"])
+    for video_id, group in manifest.groupby("video_id"):  # one video's clips on one machine
+        assert len(group) == 2
+    assert cli(tmp_path, *args, "--part", "3/2").returncode == 2
+
+
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "input_inside", "foreign_folder"])
+def test_cli_refuses_a_bad_out_before_any_work(videos, tmp_path, case):
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, 0, 10)])
+    (tmp_path / "afile").write_text("x")
+    out, expected = {
+        "proc": ("/proc/fomm-crop-out", "cannot write in /proc"),
+        "file_as_folder": ("afile/clips", "is a file, not a folder"),
+        "input_inside": (".", "contains the input"),
+        "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
+    }[case]
+    if case == "foreign_folder":
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.mp4")) and not list(tmp_path.rglob("manifest.parquet"))
+
+
+@pytest.mark.parametrize("video_id", ["-oProxyComm", "-i_________", "--exec_____"])
+def test_ids_that_read_as_options_are_refused(videos, tmp_path, video_id):
+    row = clip_row(MAIN, 0, 10)
+    row.update(video_id=video_id, clip_id=f"id10001#{video_id}#000000#000010")
+    write_clips(tmp_path / "clips.parquet", [row])
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 2 and f"video_id {video_id!r} is not 11 characters" in result.stderr
+    assert "not starting with '-'" in result.stderr and not (tmp_path / "clips").exists()
+
+
+def test_tool_paths_are_absolute_even_for_relative_names(tmp_path, monkeypatch):
+    """A file really named like an option is read as a file: every path reaches ffmpeg absolute."""
+    from pipeline.crop.ffmpeg_job import CropJob, EncodeSettings, build_command
+    from pipeline.crop.geometry import PixelBox
+    from pipeline.crop.probe import probe
+
+    monkeypatch.chdir(tmp_path)
+    identifiable_video(tmp_path / "src.mp4", 0.4)
+    (tmp_path / "src.mp4").rename(tmp_path / "-i")
+    assert probe(Path("-i")).width == W  # ffprobe got /abs/-i, not the option -i
+    cmd = build_command(CropJob(Path("-i"), 0.0, 5, PixelBox(0, 0, 100, 100), True), EncodeSettings(),
+                        Path("-y.mp4"), Path("-f.wav"))
+    for name in ("-i", "-y.mp4", "-f.wav"):
+        assert str(tmp_path / name) in cmd and name not in cmd
