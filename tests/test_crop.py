@@ -621,5 +621,6 @@ def test_tool_paths_are_absolute_even_for_relative_names(tmp_path, monkeypatch):
     assert probe(Path("-i")).width == W  # ffprobe got /abs/-i, not the option -i
     cmd = build_command(CropJob(Path("-i"), 0.0, 5, PixelBox(0, 0, 100, 100), True), EncodeSettings(),
                         Path("-y.mp4"), Path("-f.wav"))
-    for name in ("-i", "-y.mp4", "-f.wav"):
+    assert cmd[cmd.index("-i") + 1] == str(tmp_path / "-i")
+    for name in ("-y.mp4", "-f.wav"):
         assert str(tmp_path / name) in cmd and name not in cmd
