@@ -624,3 +624,43 @@ def test_tool_paths_are_absolute_even_for_relative_names(tmp_path, monkeypatch):
     assert cmd[cmd.index("-i") + 1] == str(tmp_path / "-i")
     for name in ("-y.mp4", "-f.wav"):
         assert str(tmp_path / name) in cmd and name not in cmd
+
+
+def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
+    """kill -9 leaves hidden temporaries; the DVC re-run removes them, resumes, and the
+    output it records is the folder as it stays (no `artifacts/clips modified` later)."""
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
+        return done
+
+    own_videos(tmp_path, videos, MAIN)
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, s, s + 15) for s in range(0, 150, 15)])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"crop": {"workers": 1}}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"crop": {
+        "cmd": "fomm crop clips.parquet --videos videos --out clips",
+        "deps": ["clips.parquet", "videos"], "params": ["crop"],
+        "outs": [{"clips": {"persist": True}}]}}}))
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    proc = subprocess.Popen([str(venv_bin / "fomm"), "crop", "clips.parquet", "--videos", "videos", "--out", "clips"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while journal_lines(tmp_path / "clips") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name]
+    repro = run("dvc", "repro", "crop")
+    assert "already done" in repro.stdout
+    assert not [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name or p.name.endswith(".parts")]
+    assert "Data and pipelines are up to date" in run("dvc", "status").stdout
+    assert "up to date" in run("dvc", "repro", "crop").stdout.lower()
