@@ -88,7 +88,7 @@ def nonempty(path: Path) -> bool:
 
 
 def write_params(path: Path, **download) -> Path:
-    path.write_text(yaml.safe_dump({"download": download, "other_stage": {"ignored": 1}}))
+    path.write_text(yaml.safe_dump({"download": download, "crop": {"size": 256}}))
     return path
 
 
@@ -492,3 +492,31 @@ def test_cookies_file_is_sent_and_never_rewritten(tmp_path, server, video_bytes)
     assert not list((tmp_path / "out").rglob("*cookies*"))
     with pytest.raises(FommError, match="download.cookies: cookies file .*missing.txt not found"):
         run_download(DownloadConfig(cookies=str(tmp_path / "missing.txt")), clips, tmp_path / "out", show_progress=False)
+
+
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "foreign_folder", "contains_input",
+                                  "-oProxyComm", "-i_________", "--exec_____"])
+def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, server, video_bytes, case):
+    url = server.add("/v.mp4", video_bytes)
+    video_id, out = vid("fine"), "out"
+    (tmp_path / "afile").write_text("x")
+    if case.startswith("-"):
+        video_id, expected = case, f"video id {case!r} is not 11 characters of [A-Za-z0-9_-], not starting with '-'"
+    else:
+        out, expected = {
+            "proc": ("/proc/fomm-download-out", "cannot write in /proc"),
+            "file_as_folder": ("afile/videos", "is a file, not a folder"),
+            "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
+            "contains_input": (".", "contains the input"),
+        }[case]
+    if case == "foreign_folder":
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
+    write_clips(tmp_path / "clips.parquet", [{"video_id": video_id, "url": url, "start": 0, "end": 25}])
+    write_params(tmp_path / "params.yaml", **FAST)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    done = run_cli(tmp_path, "clips.parquet", "--out", out)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and expected in done.stderr and "Traceback" not in done.stderr
+    assert server.log == []
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from fomm_core.errors import FommError
+from fomm_core.outputs import claim_output_dir
 from pipeline.progress import progress_bar
 
 from .archive import Archive
@@ -119,7 +120,8 @@ def run_download(config: DownloadConfig, clips: Path, out_dir: Path, show_progre
     started = time.monotonic()
     jobs = plan_jobs(read_clips(clips), clips, config.allow_file_urls, with_sections=config.mode == "sections")
     cookies = _cookies(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_output_dir(out_dir, "download", inputs=[clips, cookies],
+                               legacy=[REPORT_NAME, ARCHIVE_NAME, LOG_NAME])
     new_bytes = 0
     stop = threading.Event()
     downloader = VideoDownloader(config, out_dir, Archive(out_dir / ARCHIVE_NAME), stop, cookies)

@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 
-from fomm_core.errors import FommError
 from pipeline.cli_support import user_errors
 from pipeline.download.config import DownloadConfig
 from pipeline.params import DEFAULT_PARAMS, load_section
@@ -47,8 +46,6 @@ def command(
     config = load_section(params, "download", DownloadConfig)
     clips_path = clips if clips is not None else Path(config.clips)
     out_dir = out if out is not None else Path(config.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FommError(f"--out {out_dir}: exists and is not a directory")
     result = run_download(config, clips_path, out_dir, show_progress=True)
     summary(summary_line(result.report, result.new_bytes, result.seconds, result.already_done, result.not_retried))
     total = len(result.report)
