@@ -114,6 +114,43 @@ def report_writes(videos: int, root: Path) -> dict:
             "report_merge_s": round(time.perf_counter() - started, 2)}
 
 
+def crop_table(clips: int, path: Path) -> None:
+    """A clips table of ``clips`` rows (the metadata stage's columns) over ``clips / 7.33`` videos."""
+    videos = max(1, round(clips / CLIPS_PER_VIDEO))
+    index = np.arange(clips)
+    video = np.array(video_ids(videos), dtype=object)[index % videos]
+    person = np.array([f"id{10000 + (i % 5000):05d}" for i in range(videos)], dtype=object)[index % videos]
+    start = (index // videos) * 200
+    end = start + 100
+    clip_id = [f"{p}#{v}#{s:06d}#{e:06d}" for p, v, s, e in zip(person, video, start, end)]
+    table = pa.table({
+        "clip_id": clip_id, "video_id": video, "person_id": person, "partition": ["train"] * clips,
+        "start": start.astype(np.int64), "end": end.astype(np.int64), "fps": np.full(clips, 25.0),
+        "left": np.full(clips, 100.0), "top": np.full(clips, 50.0), "right": np.full(clips, 300.0),
+        "bottom": np.full(clips, 250.0), "width": np.full(clips, 640.0), "height": np.full(clips, 360.0),
+    })
+    pq.write_table(table, path)
+
+
+def crop_memory(clips: int, root: Path) -> dict:
+    """Peak RSS and wall time of `fomm crop` over ``clips`` clips whose videos are all missing."""
+    crop_table(clips, root / "clips.parquet")
+    (root / "videos").mkdir()
+    (root / "params.yaml").write_text("crop:\n  workers: 0\n")
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "crop", "clips.parquet", "--videos", "videos",
+                             "--out", "out"], cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = proc.stderr.read().decode()
+    if f"0 ok, {clips} failed (not_downloaded {clips}) of {clips} clips" not in stderr:
+        raise SystemExit(f"bench: unexpected crop result: {stderr[-500:]}")
+    rows = pq.read_metadata(root / "out" / "manifest.parquet").num_rows
+    return {"clips": clips, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1),
+            "us_per_clip": round(seconds / clips * 1e6, 1), "manifest_rows": rows}
+
+
 def bookkeeping_figures(sizes: list[int], crop_sizes: list[int] | None = None) -> dict:
     """Figures per size (clip count); crop RSS at ``crop_sizes`` (default: ``sizes``)."""
     figures: dict = {"download": [], "crop": []}
@@ -124,6 +161,13 @@ def bookkeeping_figures(sizes: list[int], crop_sizes: list[int] | None = None) -
             entry.update(archive_append(entry["videos"], root))
             entry.update(report_writes(entry["videos"], root))
             figures["download"].append(entry)
+    for clips in crop_sizes or sizes:
+        with tempfile.TemporaryDirectory(prefix="scale-crop-") as tmp:
+            figures["crop"].append(crop_memory(clips, Path(tmp)))
+    if len(figures["crop"]) > 1:
+        first, last = figures["crop"][0], figures["crop"][-1]
+        figures["crop_rss_bytes_per_clip"] = round(
+            (last["peak_rss_mb"] - first["peak_rss_mb"]) * 2**20 / (last["clips"] - first["clips"]), 1)
     return figures
 
 

@@ -118,13 +118,19 @@ def _parts(out: Path, include_live: bool) -> tuple[list[Path], list[pa.Table]]:
 
 
 def _latest(tables: list[pa.Table]) -> pa.Table:
-    """The last row of each clip id (inputs are in age order), sorted by clip id."""
+    """The last row of each clip id (inputs are in age order), sorted by clip id.
+
+    The dedup and the sort run on (clip_id, row number) alone; the full rows are copied
+    once, by the final ``take``.
+    """
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         return table
-    table = table.append_column("_order", pa.array(np.arange(table.num_rows)))
-    last = table.group_by("clip_id", use_threads=False).aggregate([("_order", "max")])
-    return table.take(last["_order_max"]).drop_columns(["_order"]).sort_by("clip_id")
+    keys = pa.table({"clip_id": table["clip_id"], "row": pa.array(np.arange(table.num_rows))})
+    last = keys.group_by("clip_id", use_threads=False).aggregate([("row", "max")]).sort_by("clip_id")
+    latest = table.take(last["row_max"])
+    pa.default_memory_pool().release_unused()  # the hash table and sort buffers
+    return latest
 
 
 def latest_rows(out: Path) -> pa.Table:
