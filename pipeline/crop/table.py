@@ -214,7 +214,9 @@ def read_clips(path: Path) -> ClipTable:
     duplicate = _first_duplicate(table["clip_id"])
     if duplicate is not None:
         raise FommError(f"{path} row {duplicate}: duplicate clip_id {table['clip_id'][duplicate].as_py()!r}")
-    return ClipTable(path, table.combine_chunks())
+    table = table.combine_chunks()
+    pa.default_memory_pool().release_unused()  # the checks' temporary columns
+    return ClipTable(path, table)
 
 
 def _first_duplicate(ids: pa.ChunkedArray) -> int | None:
