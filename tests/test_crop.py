@@ -664,3 +664,32 @@ def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
     assert not [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name or p.name.endswith(".parts")]
     assert "Data and pipelines are up to date" in run("dvc", "status").stdout
     assert "up to date" in run("dvc", "repro", "crop").stdout.lower()
+
+
+def test_shard_refuses_option_like_ids_in_a_manifest(tmp_path):
+    """Upstream of shard: a (hand-edited) manifest row with such an id never becomes a path."""
+    from fomm_core.errors import FommError
+    from pipeline.shard.manifest import read_manifest
+
+    row = clip_row(MAIN, 0, 10)
+    for video_id in ("-oProxyComm", "--exec_____"):
+        clip_id = f"id10001#{video_id}#000000#000010"
+        manifest = {**{k: [v] for k, v in row.items() if k in MANIFEST_COLUMNS}, "video_id": [video_id],
+                    "clip_id": [clip_id], "status": ["ok"], "reason": [""], "num_frames": [10], "fps": [25.0],
+                    "video": [f"train/{clip_id}.mp4"], "audio": [""], "crop_left": [0.0], "crop_top": [0.0],
+                    "crop_right": [10.0], "crop_bottom": [10.0], "src_width": [W], "src_height": [H],
+                    "settings": [""]}
+        (tmp_path / "clips").mkdir(exist_ok=True)
+        pd.DataFrame(manifest).to_parquet(tmp_path / "clips" / "manifest.parquet")
+        with pytest.raises(FommError, match="not of the form|not 11 characters|not starting"):
+            read_manifest(tmp_path / "clips")
+
+
+@pytest.mark.parametrize("column, value", [("end", 1e30), ("start", 2.0**70), ("end", 2**63 - 1)])
+def test_frame_numbers_past_int64_are_one_line(videos, tmp_path, column, value):
+    row = clip_row(MAIN, 0, 10)
+    row[column] = value
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, 10, 20), row])
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"clips.parquet row 1 {column}: expected a whole frame number from 0 to 1000000000" in result.stderr

@@ -520,3 +520,11 @@ def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, se
     assert done.stderr.count("\n") == 1 and expected in done.stderr and "Traceback" not in done.stderr
     assert server.log == []
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("value", [1e30, 2.0**70, 2**63 - 1])
+def test_frame_numbers_past_int64_name_the_row(value):
+    table = pd.DataFrame([("abcdefghijk", "https://h/v.mp4", 0, 25), ("abcdefghijk", "https://h/v.mp4", 0, value)],
+                         columns=["video_id", "url", "start", "end"])
+    with pytest.raises(FommError, match=r"clips.parquet row 1: end .* must be a whole frame number from 0 to 1000000000"):
+        plan_jobs(table, Path("clips.parquet"), allow_file_urls=False)
