@@ -7,6 +7,7 @@ seek, a dropped frame or a misplaced box shows up as a wrong picture or pitch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -32,6 +33,8 @@ from pipeline.crop.table import read_clips
 from pipeline.ids import make_clip_id
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _output_helpers import immutable_folder  # noqa: E402
 
 MAIN, BOXV, FPS30, NOAUDIO, GARBAGE, TRUNC, SECTION, MISSING, CUTDATA = (
     "AAAAAAAAAAA", "BBBBBBBBBBB", "CCCCCCCCCCC", "DDDDDDDDDDD", "EEEEEEEEEEE", "FFFFFFFFFFF",
@@ -580,7 +583,7 @@ def test_cli_parts_share_the_table_and_merge_writes_the_manifest(videos, tmp_pat
     assert cli(tmp_path, *args, "--part", "3/2").returncode == 2
 
 
-@pytest.mark.parametrize("case", ["proc", "file_as_folder", "input_inside", "foreign_folder"])
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "input_inside", "foreign_folder", "immutable"])
 def test_cli_refuses_a_bad_out_before_any_work(videos, tmp_path, case):
     write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, 0, 10)])
     (tmp_path / "afile").write_text("x")
@@ -589,11 +592,13 @@ def test_cli_refuses_a_bad_out_before_any_work(videos, tmp_path, case):
         "file_as_folder": ("afile/clips", "is a file, not a folder"),
         "input_inside": (".", "contains the input"),
         "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
+        "immutable": ("locked", "cannot write in"),
     }[case]
     if case == "foreign_folder":
         (tmp_path / "mine").mkdir()
         (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
-    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", out)
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", out)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*.mp4")) and not list(tmp_path.rglob("manifest.parquet"))

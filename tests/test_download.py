@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -31,6 +32,7 @@ from pipeline.video_files import find_source, section_path, whole_video_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _download_helpers import CUT, DROP, STALL, LoopbackServer, make_fixture_mp4, probe_duration  # noqa: E402
+from _output_helpers import immutable_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(backoff_base=0.01, backoff_max=0.05, jitter=0.0, ytdlp_retries=0, socket_timeout=5.0)
@@ -494,7 +496,7 @@ def test_cookies_file_is_sent_and_never_rewritten(tmp_path, server, video_bytes)
         run_download(DownloadConfig(cookies=str(tmp_path / "missing.txt")), clips, tmp_path / "out", show_progress=False)
 
 
-@pytest.mark.parametrize("case", ["proc", "file_as_folder", "foreign_folder", "contains_input",
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "foreign_folder", "contains_input", "immutable",
                                   "-oProxyComm", "-i_________", "--exec_____"])
 def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, server, video_bytes, case):
     url = server.add("/v.mp4", video_bytes)
@@ -508,6 +510,7 @@ def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, se
             "file_as_folder": ("afile/videos", "is a file, not a folder"),
             "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
             "contains_input": (".", "contains the input"),
+            "immutable": ("locked", "cannot write in"),
         }[case]
     if case == "foreign_folder":
         (tmp_path / "mine").mkdir()
@@ -515,7 +518,10 @@ def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, se
     write_clips(tmp_path / "clips.parquet", [{"video_id": video_id, "url": url, "start": 0, "end": 25}])
     write_params(tmp_path / "params.yaml", **FAST)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    done = run_cli(tmp_path, "clips.parquet", "--out", out)
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        if case == "immutable":
+            before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        done = run_cli(tmp_path, "clips.parquet", "--out", out)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and expected in done.stderr and "Traceback" not in done.stderr
     assert server.log == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -20,6 +21,9 @@ from pipeline.metadata.config import MetadataConfig
 from pipeline.metadata.identities import load_test_identities
 from pipeline.metadata.tables import clips_table, rejects_table
 from pipeline.params import load_section
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _output_helpers import immutable_folder  # noqa: E402
 
 # Real published rows (198 of VoxCeleb1's vox-metadata.csv), kept in the repo so a fresh clone tests them.
 SAMPLE = Path(__file__).resolve().parents[1] / "metadata" / "vox-metadata-sample.csv"
@@ -546,7 +550,8 @@ def test_zip_bombs_honest_header_and_many_members_are_capped(tmp_path):
         build([tmp_path / "bz.zip"], MetadataConfig())
 
 
-@pytest.mark.parametrize("case", ["foreign_text", "foreign_parquet", "proc", "file_as_folder", "inside_input"])
+@pytest.mark.parametrize("case", ["foreign_text", "foreign_parquet", "proc", "file_as_folder", "inside_input",
+                                  "immutable"])
 def test_cli_out_refuses_what_metadata_did_not_write_before_any_work(tmp_path, case):
     (tmp_path / "afile").write_text("x")
     tree = tmp_path / "tree"
@@ -557,6 +562,7 @@ def test_cli_out_refuses_what_metadata_did_not_write_before_any_work(tmp_path, c
         "proc": ("/proc/fomm-meta/clips.parquet", "cannot write in /proc"),
         "file_as_folder": ("afile/clips.parquet", "is a file, not a folder"),
         "inside_input": ("tree/clips.parquet", "lies inside the input folder"),
+        "immutable": ("locked/clips.parquet", "cannot write in"),
     }[case]
     if case == "foreign_text":
         (tmp_path / "clips.parquet").write_text("PRECIOUS")
@@ -564,7 +570,8 @@ def test_cli_out_refuses_what_metadata_did_not_write_before_any_work(tmp_path, c
         pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "clips.parquet")
     args = [str(SAMPLE), "tree"] if case == "inside_input" else [str(SAMPLE)]
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"}
-    done = run_cli(tmp_path, *args, "--out", out, "--rejects", "rejects.parquet")
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        done = run_cli(tmp_path, *args, "--out", out, "--rejects", "rejects.parquet")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"}
