@@ -40,7 +40,10 @@ class JournalWriter:
         # Start time first: name order is start order, so later rows of a clip win a merge.
         self.path = directory / f"{time.time_ns()}.{host}.{os.getpid()}{PART_SUFFIX}"
         self._handle = open(self.path, "ab", buffering=0)  # one write() per row, no Python buffer
-        fcntl.lockf(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.lockf(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a filesystem without locks: merges then treat the part as finished
+            pass
         self.rows = 0
 
     def append(self, row: dict) -> None:
@@ -67,7 +70,11 @@ def part_files(folder: Path, name: str) -> list[Path]:
 
 
 def is_being_written(path: Path) -> bool:
-    """Whether another live process holds the part's lock (this process's own never counts)."""
+    """Whether another live process holds the part's lock (this process's own never counts).
+
+    POSIX locks belong to the process and closing any descriptor of the file drops them:
+    never call this (or read a part) on a part this process is still writing.
+    """
     try:
         with open(path, "rb+") as handle:
             try:

@@ -534,7 +534,7 @@ def test_zip_bomb_lying_header_is_read_with_a_hard_cap(tmp_path):
 
 
 def test_zip_bombs_honest_header_and_many_members_are_capped(tmp_path):
-    big = bomb_zip(tmp_path / "big.zip", 64 << 20)  # one member past the 16 MB annotation cap
+    bomb_zip(tmp_path / "big.zip", 64 << 20)  # one member past the 16 MB annotation cap
     code, stderr, rss_mb = run_measured(tmp_path, "big.zip")
     assert code == 2 and "no clips left from 1 rows (malformed_row 1)" in stderr and rss_mb < 400, stderr
     many = bomb_zip(tmp_path / "many.zip", 15 << 20, members=20)  # each under 16 MB, 300 MB in all
@@ -542,7 +542,7 @@ def test_zip_bombs_honest_header_and_many_members_are_capped(tmp_path):
     code, stderr, rss_mb = run_measured(tmp_path, "many.zip")
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert "members inflate to more than 100 times the zip's size" in stderr and rss_mb < 400
-    lying = bomb_zip(tmp_path / "lying.zip", 64 << 20, declared=1000)  # caught by the CRC as corrupt
+    bomb_zip(tmp_path / "lying.zip", 64 << 20, declared=1000)  # caught by the CRC as corrupt
     assert "is corrupt" in run_measured(tmp_path, "lying.zip")[1]
     with zipfile.ZipFile(tmp_path / "bz.zip", "w", zipfile.ZIP_BZIP2) as archive:
         archive.writestr("txt/id10001/abcdefghijk/00001.txt", b"0" * 1000)

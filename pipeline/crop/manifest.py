@@ -163,13 +163,11 @@ class Finished:
     clip_id: pa.Array
     settings: pa.Array
     audio: pa.Array
-    num_frames: np.ndarray
 
     @classmethod
     def from_rows(cls, rows: pa.Table) -> "Finished":
         ok = rows.filter(pc.equal(rows["status"], "ok")).combine_chunks()
-        return cls(ok["clip_id"].combine_chunks(), ok["settings"].combine_chunks(),
-                   ok["audio"].combine_chunks(), ok["num_frames"].to_numpy())
+        return cls(ok["clip_id"].combine_chunks(), ok["settings"].combine_chunks(), ok["audio"].combine_chunks())
 
     def positions(self, clip_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Index into this table of each clip id, -1 where it has no ok row."""
@@ -177,3 +175,15 @@ class Finished:
             return np.full(len(clip_ids), -1, np.int64)
         found = pc.index_in(clip_ids, value_set=self.clip_id)
         return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def recorded(self, positions: np.ndarray) -> tuple[list[str], list[bool]]:
+        """For a batch of :meth:`positions`: the settings key and whether a WAV was recorded
+        ('' and False for a clip without an ok row)."""
+        keys, audio = [""] * len(positions), [False] * len(positions)
+        known = positions >= 0
+        if known.any():
+            found = pa.array(positions[known])
+            for i, key, wav in zip(np.flatnonzero(known).tolist(), self.settings.take(found).to_pylist(),
+                                   self.audio.take(found).to_pylist()):
+                keys[i], audio[i] = key, bool(wav)
+        return keys, audio

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -217,12 +216,12 @@ class CropReport:
     def failure_counts(self) -> dict[str, int]:
         return dict(sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def summary_line(self) -> str:
+    def summary_line(self, label: str = "crop") -> str:
         failures = self.failure_counts()
         detail = f" ({', '.join(f'{k} {v}' for k, v in failures.items())})" if failures else ""
         done = f" ({self.already_done} already done)" if self.already_done else ""
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
-        return (f"crop: {self.ok} ok{done}, {self.failed} failed{detail} of {self.clips} clips; "
+        return (f"{label}: {self.ok} ok{done}, {self.failed} failed{detail} of {self.clips} clips; "
                 f"{self.frames} frames in {self.seconds:.1f} s ({rate:.0f} frames/s)")
 
 
@@ -250,9 +249,10 @@ def crop_all(table: ClipTable, videos: Path, out: Path, config: CropConfig, part
     with ManifestJournal(out) as journal, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crop") as pool:
         in_flight: set[Future] = set()
 
-        def collect(block: bool) -> None:
+        def collect() -> None:
+            """Journal the clips that finished (at least one): their rows survive a kill."""
             nonlocal in_flight
-            done, in_flight = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 result = future.result()
                 journal.add(result)
@@ -262,15 +262,7 @@ def crop_all(table: ClipTable, videos: Path, out: Path, config: CropConfig, part
 
         try:
             for offset in range(0, len(rows), BATCH_ROWS):
-                batch_positions = positions[offset: offset + BATCH_ROWS]
-                known = batch_positions >= 0
-                recorded = [""] * len(batch_positions)
-                with_audio = [False] * len(batch_positions)
-                if known.any():
-                    found = pa.array(batch_positions[known])
-                    for i, key, audio in zip(np.flatnonzero(known).tolist(), finished.settings.take(found).to_pylist(),
-                                             finished.audio.take(found).to_pylist()):
-                        recorded[i], with_audio[i] = key, bool(audio)
+                recorded, with_audio = finished.recorded(positions[offset: offset + BATCH_ROWS])
                 for i, clip in enumerate(table.clips(rows[offset: offset + BATCH_ROWS])):
                     key = settings_key(stage_settings, clip.fields())
                     if recorded[i] == key and _has_outputs(clip, out, with_audio[i]):
@@ -279,10 +271,10 @@ def crop_all(table: ClipTable, videos: Path, out: Path, config: CropConfig, part
                             on_done()
                         continue
                     while len(in_flight) >= 2 * workers:
-                        collect(block=True)
+                        collect()
                     in_flight.add(pool.submit(crop_clip, clip, videos, out, config, key, probes))
             while in_flight:
-                collect(block=True)
+                collect()
         except BaseException:
             for future in in_flight:
                 future.cancel()

@@ -89,17 +89,16 @@ class Plan:
     not_retried: int
 
 
-def plan_run(jobs: list[VideoJob], out_dir: Path, config: DownloadConfig, journal: ReportJournal) -> Plan:
+def plan_run(jobs: list[VideoJob], out_dir: Path, config: DownloadConfig, previous: pd.DataFrame,
+             journal: ReportJournal) -> Plan:
     """Split ``jobs`` into finished (files present), given up (permanent failure) and to fetch.
 
     One ``stat`` and two dict look-ups per video: no request for a video whose files are
     there, nor for one whose last failure was permanent (404, private, ...) at the same
     URL, unless ``retry_failed``. A finished video without an ok row gets one.
     """
-    previous = load_rows(out_dir)
     status = dict(zip(previous["video_id"], previous["status"]))
     url = dict(zip(previous["video_id"], previous["url"]))
-    del previous
     todo: list[VideoJob] = []
     done = given_up = 0
     for job in jobs:
@@ -126,9 +125,11 @@ def run_download(config: DownloadConfig, clips: Path, out_dir: Path, show_progre
     stop = threading.Event()
     downloader = VideoDownloader(config, out_dir, Archive(out_dir / ARCHIVE_NAME), stop, cookies)
     progress = progress_bar() if show_progress else contextlib.nullcontext()
+    previous = load_rows(out_dir)  # before our own part exists: reading it would drop its lock
     with ReportJournal(out_dir) as journal:
         try:
-            plan = plan_run(jobs, out_dir, config, journal)
+            plan = plan_run(jobs, out_dir, config, previous, journal)
+            del previous
             workers = config.worker_count()
             with log_to_file(out_dir), progress as bar:
                 task = None

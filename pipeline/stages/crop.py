@@ -71,8 +71,7 @@ def command(
     if outcome.not_in_table:
         summary(f"note: {manifest} also keeps {outcome.not_in_table} clips of earlier runs that {clips} "
                 f"does not list (use a new --out for this table alone)")
-    where = f"part {share[0]}/{share[1]}" if outcome.manifest_rows is None else "crop"
-    line = report.summary_line().replace("crop:", f"{where}:", 1) if where != "crop" else report.summary_line()
+    line = report.summary_line("crop" if outcome.manifest_rows is not None else f"crop part {share[0]}/{share[1]}")
     if report.ok == 0 and report.clips > 0:
         print(f"error: {line}; no clip succeeded, see {manifest}", file=sys.stderr)
         raise typer.Exit(code=1)
