@@ -9,9 +9,9 @@ figures are what the stages spend per video / clip besides the real work.
   (must be 0; the URLs point at a closed loopback port).
 * archive append: microseconds per ``Archive.add`` into an archive of that many videos.
 * report write: microseconds per journalled row, and seconds of the final merge.
-* crop: peak RSS of ``fomm crop`` in a fresh process over a clips table whose sources are
-  all missing (every clip goes through planning, the bounded queue and the manifest
-  journal, none through ffmpeg), and over the same table re-run (every clip skipped).
+* crop: peak RSS (VmHWM) and wall time of ``fomm crop`` in a fresh process over a clips
+  table whose sources are all missing: every clip goes through the table checks, the
+  bounded queue, the manifest journal and the final merge, none through ffmpeg.
 
 ``bench/scale.py`` imports :func:`bookkeeping_figures`; alone it prints one JSON object::
 
@@ -43,11 +43,13 @@ from pipeline.download.report import SCHEMA, ReportJournal, ReportRow, merge_rep
 from pipeline.download.runner import run_download  # noqa: E402
 
 CLIPS_PER_VIDEO = 1.1e6 / 150e3
-DEAD_URL = "http://127.0.0.1:9/{}.mp4"  # the discard port: a request would fail, not hang
+# VoxCeleb's URL form. Nothing may be requested (the figures count it); offline, a request
+# would fail at name resolution.
+DEAD_URL = "https://www.youtube.com/watch?v={}"
 
 
 def video_ids(count: int) -> list[str]:
-    return [f"v{i:010d}" for i in range(count)]
+    return [f"v{i:010d}" for i in range(count)]  # 11 characters, like YouTube's
 
 
 def clip_rows(clips: int) -> pd.DataFrame:
@@ -79,11 +81,11 @@ def download_rerun(clips: int, root: Path) -> dict:
             rows.append(ReportRow(video, "ok", "", 1, 0, 1.0, DEAD_URL.format(video), ""))
     frame = pd.DataFrame([r.__dict__ for r in rows])
     pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), out / "report.parquet")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = run_download(DownloadConfig(), path, out, show_progress=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     fetched = len(ids) - result.already_done - result.not_retried
-    return {"clips": clips, "videos": len(ids), "rerun_s": round(seconds, 2),
+    return {"clips": clips, "videos": len(ids), "rerun_s": round(seconds, 2), "rerun_cpu_s": round(cpu, 2),
             "videos_requested": fetched, "us_per_video": round(seconds / len(ids) * 1e6, 1)}
 
 
@@ -132,28 +134,49 @@ def crop_table(clips: int, path: Path) -> None:
     pq.write_table(table, path)
 
 
+# Runs `fomm ARGS` and writes its own peak RSS (VmHWM: this program's, counted from exec;
+# a parent's ru_maxrss would include the forked copy of the parent before exec) to a file.
+PEAK_RSS_WRAPPER = """
+import atexit, os, sys
+def report():
+    with open(os.environ["PEAK_RSS_FILE"], "w") as out:
+        out.write(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+atexit.register(report)
+sys.argv = ["fomm", *sys.argv[1:]]
+from pipeline.cli import main
+main()
+"""
+
+
+def run_with_peak_rss(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, float]:
+    """(the finished process, its peak RSS in MB, wall seconds) of `fomm ARGS`."""
+    peak_file = cwd / ".peak_rss"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "PEAK_RSS_FILE": str(peak_file)})
+    return done, int(peak_file.read_text()) / 1024, time.perf_counter() - started
+
+
 def crop_memory(clips: int, root: Path) -> dict:
     """Peak RSS and wall time of `fomm crop` over ``clips`` clips whose videos are all missing."""
     crop_table(clips, root / "clips.parquet")
     (root / "videos").mkdir()
     (root / "params.yaml").write_text("crop:\n  workers: 0\n")
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "crop", "clips.parquet", "--videos", "videos",
-                             "--out", "out"], cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode()
+    done, peak_mb, seconds = run_with_peak_rss(["crop", "clips.parquet", "--videos", "videos", "--out", "out"], root)
+    stderr = done.stderr
     if f"0 ok, {clips} failed (not_downloaded {clips}) of {clips} clips" not in stderr:
         raise SystemExit(f"bench: unexpected crop result: {stderr[-500:]}")
     rows = pq.read_metadata(root / "out" / "manifest.parquet").num_rows
-    return {"clips": clips, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1),
+    return {"clips": clips, "peak_rss_mb": round(peak_mb, 1), "seconds": round(seconds, 1),
             "us_per_clip": round(seconds / clips * 1e6, 1), "manifest_rows": rows}
 
 
 def bookkeeping_figures(sizes: list[int], crop_sizes: list[int] | None = None) -> dict:
     """Figures per size (clip count); crop RSS at ``crop_sizes`` (default: ``sizes``)."""
     figures: dict = {"download": [], "crop": []}
+    for clips in crop_sizes or sizes:  # first: a fresh, small bench process
+        with tempfile.TemporaryDirectory(prefix="scale-crop-") as tmp:
+            figures["crop"].append(crop_memory(clips, Path(tmp)))
     for clips in sizes:
         with tempfile.TemporaryDirectory(prefix="scale-bk-") as tmp:
             root = Path(tmp)
@@ -161,9 +184,6 @@ def bookkeeping_figures(sizes: list[int], crop_sizes: list[int] | None = None) -
             entry.update(archive_append(entry["videos"], root))
             entry.update(report_writes(entry["videos"], root))
             figures["download"].append(entry)
-    for clips in crop_sizes or sizes:
-        with tempfile.TemporaryDirectory(prefix="scale-crop-") as tmp:
-            figures["crop"].append(crop_memory(clips, Path(tmp)))
     if len(figures["crop"]) > 1:
         first, last = figures["crop"][0], figures["crop"][-1]
         figures["crop_rss_bytes_per_clip"] = round(

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -148,7 +149,8 @@ def run_crop(tmp: Path, videos: Path, rows: list[dict], **kw):
     clips = read_clips(write_clips(tmp / "clips.parquet", rows))
     out = tmp / "out"
     report = crop_all(clips, videos, out, config(**kw))
-    return report, out, {m["clip_id"]: Row.of(m) for m in merge_manifest(out).to_pylist()}
+    merge_manifest(out)
+    return report, out, {m["clip_id"]: Row.of(m) for m in pq.read_table(out / "manifest.parquet").to_pylist()}
 
 
 def only(results: dict) -> Row:

@@ -44,6 +44,7 @@ SCHEMA = pa.schema([
     ("src_height", pa.int64()), ("settings", pa.string()),
 ])
 MANIFEST_COLUMNS = tuple(SCHEMA.names)
+ROW_GROUP_ROWS = 65536  # the writer buffers one row group: keep it small at 1.1M clips
 
 
 @dataclass
@@ -117,43 +118,52 @@ def _parts(out: Path, include_live: bool) -> tuple[list[Path], list[pa.Table]]:
     return paths, tables
 
 
-def _latest(tables: list[pa.Table]) -> pa.Table:
-    """The last row of each clip id (inputs are in age order), sorted by clip id.
+def _latest_indices(table: pa.Table) -> pa.Array:
+    """Row numbers of the last row of each clip id (rows are in age order), sorted by clip id.
 
-    The dedup and the sort run on (clip_id, row number) alone; the full rows are copied
-    once, by the final ``take``.
+    One stable sort of the row numbers by clip id (no hash table); within a run of equal
+    ids the last row is the newest.
     """
-    table = pa.concat_tables(tables)
-    if table.num_rows == 0:
-        return table
-    keys = pa.table({"clip_id": table["clip_id"], "row": pa.array(np.arange(table.num_rows))})
-    last = keys.group_by("clip_id", use_threads=False).aggregate([("row", "max")]).sort_by("clip_id")
-    latest = table.take(last["row_max"])
-    pa.default_memory_pool().release_unused()  # the hash table and sort buffers
-    return latest
+    order = pc.sort_indices(table["clip_id"])  # stable: equal ids keep their age order
+    ids = table["clip_id"].take(order)
+    last_of_run = np.ones(len(ids), bool)
+    if len(ids) > 1:
+        last_of_run[:-1] = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
+    del ids
+    keep = pc.filter(order, pa.array(last_of_run))
+    pa.default_memory_pool().release_unused()  # the sort buffers
+    return keep
 
 
-def latest_rows(out: Path) -> pa.Table:
-    """Every clip's latest row: the manifest plus all parts (live ones included)."""
+def latest_rows(out: Path, columns: list[str] | None = None) -> pa.Table:
+    """Every clip's latest row (``columns`` of it): the manifest plus all parts, live ones too."""
     _, parts = _parts(out, include_live=True)
-    return _latest([_manifest(out), *parts])
+    table = pa.concat_tables([_manifest(out), *parts])
+    if columns is not None:
+        table = table.select(columns)
+    return table.take(_latest_indices(table))
 
 
-def merge_manifest(out: Path) -> pa.Table:
-    """Write the manifest from the previous one and the finished parts; returns it.
+def merge_manifest(out: Path) -> pa.ChunkedArray:
+    """Write the manifest from the previous one and the finished parts; returns its clip ids.
 
-    Parts still locked by a running crop (another ``--part`` process) are left for a
-    later merge. Parts are deleted only after the manifest holding their rows is in place.
+    Written a row group at a time straight from the inputs, so the merge holds the inputs
+    and one row group, never a second copy of 1.1M rows. Parts still locked by a running
+    crop (another ``--part`` process) are left for a later merge; parts are deleted only
+    after the manifest holding their rows is in place.
     """
     paths, parts = _parts(out, include_live=False)
-    table = _latest([_manifest(out), *parts])
-    for name in ("crop_left", "crop_top", "crop_right", "crop_bottom"):
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, pc.fill_null(table[name], float("nan")))
-    with atomic_path(out / MANIFEST_NAME) as tmp:
-        pq.write_table(table, tmp)
+    table = pa.concat_tables([_manifest(out), *parts])
+    keep = _latest_indices(table)
+    with atomic_path(out / MANIFEST_NAME) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
+        for start in range(0, max(len(keep), 1), ROW_GROUP_ROWS):
+            group = table.take(keep.slice(start, ROW_GROUP_ROWS))
+            for name in ("crop_left", "crop_top", "crop_right", "crop_bottom"):
+                index = group.schema.get_field_index(name)
+                group = group.set_column(index, name, pc.fill_null(group[name], float("nan")))
+            writer.write_table(group)
     remove_parts(out, JOURNAL_NAME, paths)
-    return table
+    return table["clip_id"].take(keep)
 
 
 @dataclass

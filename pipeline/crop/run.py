@@ -240,7 +240,7 @@ def crop_all(table: ClipTable, videos: Path, out: Path, config: CropConfig, part
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     rows = table.part_rows(*part)
-    finished = Finished.from_rows(latest_rows(out))
+    finished = Finished.from_rows(latest_rows(out, ["clip_id", "status", "settings", "audio"]))
     positions = finished.positions(table.clip_ids().take(pa.array(rows)))
     stage_settings = config.output_settings()
     workers = config.worker_count()
@@ -307,12 +307,12 @@ def parse_part(text: str | None) -> tuple[int, int]:
 
 
 def _merge(out: Path, table: ClipTable) -> tuple[int, int, int]:
-    manifest = merge_manifest(out)
-    in_table = pc.is_in(manifest["clip_id"], value_set=table.clip_ids().combine_chunks())
-    covered = pc.is_in(table.clip_ids(), value_set=manifest["clip_id"].combine_chunks())
-    not_in_table = manifest.num_rows - pc.sum(in_table).as_py()
+    manifest_ids = merge_manifest(out)
+    in_table = pc.is_in(manifest_ids, value_set=table.clip_ids().combine_chunks())
+    covered = pc.is_in(table.clip_ids(), value_set=manifest_ids.combine_chunks())
+    not_in_table = len(manifest_ids) - (pc.sum(in_table).as_py() or 0)
     missing = len(table) - (pc.sum(covered).as_py() or 0)
-    return manifest.num_rows, not_in_table, missing
+    return len(manifest_ids), not_in_table, missing
 
 
 def run_crop(clips: Path, videos: Path, out: Path, config: CropConfig, part: tuple[int, int] = (1, 1),
