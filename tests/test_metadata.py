@@ -485,7 +485,7 @@ def test_bad_params_name_the_key(tmp_path):
     params.write_text("metadata:\n  min_frames: 0\n")
     with pytest.raises(FommError, match="min_frames must be at least 1"):
         load_section(params, "metadata", MetadataConfig)
-    params.write_text("crop:\n  size: 256\n")  # no metadata section: the defaults (with a note)
+    params.write_text("synth:\n  seed: 1\n")  # no metadata section: the defaults, with a note
     assert load_section(params, "metadata", MetadataConfig) == MetadataConfig()
 
 
