@@ -85,7 +85,28 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
     vf = f"{crop_filter(box)}scale={size}:{size}:flags=area,format=rgb24"
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", vf,
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    frame_bytes = size * size * 3
+    yield from _pipe_frames(cmd, path, size, size, batch)
+
+
+def read_frames(path: str | os.PathLike, batch: int = 8, start: float = 0.0,
+                duration: float | None = None) -> Iterator[np.ndarray]:
+    """Full-size frames of ``path`` as uint8 (B, H, W, 3) RGB batches, from ``start`` seconds
+    for ``duration`` seconds (all when None), decoded as they are used."""
+    info = probe_video(path)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
+    if start > 0:
+        cmd += ["-ss", f"{start:.3f}"]
+    cmd += ["-i", str(Path(path).absolute())]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.3f}"]
+    cmd += ["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    yield from _pipe_frames(cmd, path, info.height, info.width, batch)
+
+
+def _pipe_frames(cmd: list[str], path, height: int, width: int, batch: int) -> Iterator[np.ndarray]:
+    """Run ``cmd`` (raw RGB on stdout) and yield (B, height, width, 3) batches; ffmpeg is
+    stopped if the consumer stops early, and a decoding error is a FommError."""
+    frame_bytes = height * width * 3
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
         finished = False
@@ -95,7 +116,7 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
                 data = proc.stdout.read(frame_bytes)  # type: ignore[union-attr]
                 if len(data) < frame_bytes:
                     break
-                pending.append(np.frombuffer(data, np.uint8).reshape(size, size, 3))
+                pending.append(np.frombuffer(data, np.uint8).reshape(height, width, 3))
                 if len(pending) == batch:
                     yield np.stack(pending)
                     pending = []
