@@ -49,14 +49,15 @@ class VideoCrop:
 
 
 def video_crop_boxes(path: str | os.PathLike, backend: FaceBackend | None = None, stride: int = 5,
-                     window: int = 9, layout: FaceLayout = FaceLayout()) -> VideoCrop:
+                     window: int = 9, layout: FaceLayout = FaceLayout(), start: float = 0.0,
+                     duration: float | None = None) -> VideoCrop:
     """Smoothed per-frame crop boxes following the subject of ``path``; FommError when no
     measured frame has a face."""
     backend = backend or load_backend()
     info = probe_video(path)
     frames, squares = [], []
     count = measured = 0
-    for batch in read_frames(path, batch=stride * 4):
+    for batch in read_frames(path, batch=stride * 4, start=start, duration=duration):
         for k in range(len(batch)):
             index = count + k
             if index % stride:
@@ -75,10 +76,12 @@ def video_crop_boxes(path: str | os.PathLike, backend: FaceBackend | None = None
     return VideoCrop(boxes, measured, len(squares))
 
 
-def read_cropped_batches(path: str | os.PathLike, boxes: np.ndarray, size: int, batch: int = 8) -> Iterator[np.ndarray]:
-    """``path``'s frames cropped to their own box and resized to size x size (area filter)."""
+def read_cropped_batches(path: str | os.PathLike, boxes: np.ndarray, size: int, batch: int = 8, start: float = 0.0,
+                         duration: float | None = None) -> Iterator[np.ndarray]:
+    """``path``'s frames cropped to their own box (the last box for any frame past the end
+    of ``boxes``) and resized to size x size (area filter)."""
     index = 0
-    for frames in read_frames(path, batch=batch):
+    for frames in read_frames(path, batch=batch, start=start, duration=duration):
         out = np.empty((len(frames), size, size, 3), np.uint8)
         for k, frame in enumerate(frames):
             left, top, right, bottom = boxes[min(index, len(boxes) - 1)]

@@ -161,10 +161,12 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
-                 audio_from: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast"):
+                 audio_from: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
+                 audio_start: float = 0.0):
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
         self.audio_from = audio_from
+        self.audio_start = audio_start  # seconds into audio_from where the video starts
         self.crf, self.preset = crf, preset
         self.frames_written = 0
 
@@ -173,7 +175,9 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
                "-r", f"{self.fps:.6g}", "-i", "-"]
         if self.audio_from is not None:
-            cmd += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k",
+            if self.audio_start > 0:
+                cmd += ["-ss", f"{self.audio_start:.3f}"]
+            cmd += ["-i", str(Path(self.audio_from).absolute()), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k",
                     "-shortest"]
         cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
                 "-movflags", "+faststart", str(tmp)]
