@@ -10,13 +10,15 @@ import typer
 
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
+from fomm_core.tool_paths import tool_arg
 from fomm_core.inference.animate import Animator, animate_batches, from_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
 from fomm_core.faces import load_backend
 from fomm_core.inference.face_crop import image_crop_box, read_cropped_batches, video_crop_boxes
 from fomm_core.inference.video_io import (
-    VideoWriter, center_square, probe_video, read_image, read_video_batches, resize_square,
+    VideoWriter, center_square, probe_video, read_image, read_video_batches, resize_square, written_by_fomm,
 )
+from fomm_core.outputs import check_output_file
 from pipeline.cli_support import user_errors
 from pipeline.progress import track, summary
 
@@ -73,6 +75,7 @@ def command(
         raise FommError(f"--out {out}: use a .mp4, .mkv or .mov file name")
     if end is not None and end <= start:
         raise FommError(f"--end {end} must be after --start {start}")
+    check_output_file(out, "animate", (source, driving, checkpoint), is_ours=written_by_fomm)
     message = animate_file(read_image(source), str(source), driving, checkpoint, out, relative=relative,
                            adapt_scale=adapt_scale, crop_face=crop_face, batch_size=batch_size, device=device,
                            precision=precision, size=size, driving_box=parse_box(crop_box) if crop_box else None,
