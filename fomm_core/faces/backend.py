@@ -3,7 +3,7 @@
 Every method takes a *batch* of RGB uint8 frames (a list, sizes may differ) so a backend
 that runs on an accelerator can batch; dlib loops. Boxes are float ``left, top, right,
 bottom`` in the frame's pixels, landmarks the iBUG 68-point layout (jaw 0-16, brows 17-26,
-nose 27-35, eyes 36-47, mouth 48-67), descriptors unit-scale identity embeddings where the
+nose 27-35, eyes 36-47, mouth 48-67), descriptors identity embeddings where the
 L2 distance between two faces is small for the same person.
 """
 

@@ -135,8 +135,9 @@ class DlibBackend:
         out = []
         for frame, faces in zip(frames, found, strict=True):
             frame = np.ascontiguousarray(frame)
-            points = np.array([[(p.x, p.y) for p in shape.parts()] for shape in self._shapes(frame, faces)],
-                              np.float64).reshape(len(faces), -1, 2)
+            shapes = self._shapes(frame, faces)
+            points = (np.array([[(p.x, p.y) for p in shape.parts()] for shape in shapes], np.float64) if shapes
+                      else np.zeros((0, 68, 2)))
             out.append(FaceFrame(faces.boxes, faces.scores, points, faces.descriptors))
         return out
 
