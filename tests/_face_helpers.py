@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -20,18 +21,29 @@ ASTRONAUT = FIXTURES / "astronaut.jpg"  # scikit-image's astronaut.png (public d
 RATE = 22050
 
 
+@functools.lru_cache(maxsize=8)
+def _background(seed: int, width: int, height: int) -> np.ndarray:
+    return make_background(np.random.default_rng(1000 + seed), width, height)
+
+
+@functools.lru_cache(maxsize=16)
+def _model(identity: int, height: int) -> FaceModel:
+    return FaceModel(make_style(np.random.default_rng(identity), identity), height)
+
+
 def draw(width: int, height: int, faces: list[tuple[int, float, float, float]], seed: int = 0,
          mouth_open: float = 0.2) -> np.ndarray:
     """RGB frame with one head per (identity, centre x, centre y, scale)."""
-    frame = make_background(np.random.default_rng(1000 + seed), width, height)
+    frame = _background(seed, width, height).copy()
     for identity, cx, cy, scale in faces:
-        model = FaceModel(make_style(np.random.default_rng(identity), identity), height)
+        model = _model(identity, height)
         model.draw(frame, np.array([cx, cy, 0.0, scale, 0.0], np.float32), 0.0, mouth_open)
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
     """H.264 mp4 with a 220 Hz tone as audio."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
     seconds = len(frames) / fps
     t = np.arange(int(seconds * RATE)) / RATE
