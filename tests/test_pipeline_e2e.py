@@ -143,6 +143,9 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "baseline_l1" in shown and "mouth_corr" in shown and "samples_per_second" in shown
     talker_metrics = json.loads((project / "artifacts/talker_eval/metrics.json").read_text())
+    assert {"rendered_mouth_envelope_corr", "shuffled_mouth_envelope_corr", "real_mouth_envelope_corr",
+            "rendered_face_rate"} <= talker_metrics.keys()
+    assert talker_metrics["real_mouth_envelope_corr"] is not None  # dlib reads the real synthetic mouths
     assert {"gen_sync_distance", "gt_sync_distance", "shuffled_sync_distance", "kp_l2", "mouth_corr",
             "shuffled_mouth_corr"} <= talker_metrics.keys()
     kp = np.load(next((project / "artifacts/keypoints/test").glob("*.npz")))
