@@ -21,7 +21,7 @@ from .boxes import square_box
 
 @dataclass(frozen=True)
 class FaceLayout:
-    """Measured on the embedded set's 256 px training clips (411 frames, README "Faces"): the
+    """Measured on the embedded set's 256 px training clips (411 frames; README, "Faces"): the
     landmark box's larger side is 0.548 (std 0.05) of the crop and its centre 0.121 (std
     0.04) of the crop below the crop centre."""
 

@@ -34,7 +34,7 @@ class TubeSettings:
     max_frames: int = 1024  # longest tube, frames
     min_frames: int = 64  # shorter tubes are rejected (too_short)
     min_size: float = 80.0  # tubes whose union box side (pixels, before enlarging) is smaller are rejected
-    increase_area: float = 0.6  # the union box grows by this fraction of its width and height
+    increase_area: float = 0.2  # the union box grows by this fraction of its width and height
     track_iou: float = 0.3  # a detection continues a track when it overlaps the track's last box this much
     max_gap: int = 10  # a face unseen for more frames than this ends its track (>= stride: one miss is forgiven)
     min_reference_iou: float = 0.2  # with a reference track: smallest overlap that counts as the speaker
