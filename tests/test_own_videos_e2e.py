@@ -51,6 +51,7 @@ def test_own_videos_train_end_to_end(project):
     assert sorted(index["clip_id"]) == sorted(tubes["clip_id"])
     assert (project / "artifacts/train/checkpoint.pt").stat().st_size > 0
     metrics = json.loads((project / "artifacts/eval/metrics.json").read_text())
-    assert metrics["num_clips"] == 1 and metrics["face_detection_rate"] > 0.9 and metrics["baseline_akd"] is not None
+    # 64 px frames (the tiny model): dlib still finds most faces (upsampled to 128)
+    assert metrics["num_clips"] == 1 and metrics["face_detection_rate"] > 0.6 and metrics["baseline_akd"] is not None
     assert metrics["landmark_error"] is None  # no ground truth for own videos
     assert stages_run(run(["dvc", "repro"], project).stdout) == []
