@@ -16,7 +16,6 @@ from typing import Optional
 import torch
 import typer
 
-from fomm_core.audio import read_wav
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
 from fomm_core.inference.animate import Animator, fold_batchnorm, from_uint8_frames, to_uint8_frames
@@ -25,7 +24,7 @@ from fomm_core.faces import load_backend
 from fomm_core.inference.face_crop import image_crop_box
 from fomm_core.inference.video_io import VideoWriter, read_image, resize_square, written_by_fomm
 from fomm_core.outputs import check_output_file
-from fomm_core.talker import SpeechFeatures, load_talker_checkpoint, speech_features, talk_keypoints
+from fomm_core.talker import SpeechFeatures, audio_features_from_wav, load_talker_checkpoint, talk_keypoints
 from pipeline.cli_support import user_errors
 from pipeline.progress import progress_bar, summary
 from pipeline.stages.animate import CONTAINERS
@@ -139,9 +138,8 @@ class FaceCropper:
 
 
 def read_speech(path: Path, audio_per_frame: int) -> SpeechFeatures:
-    """Talker features of a WAV file at any rate (``read_wav`` makes a bad file a user error)."""
-    samples, rate = read_wav(path)
-    return speech_features(samples, rate, FPS, audio_per_frame, where=str(path))
+    """Talker features of a WAV file at any rate and length, in bounded memory."""
+    return audio_features_from_wav(path, FPS, audio_per_frame)
 
 
 @dataclass
