@@ -101,6 +101,7 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
         raise FommError(f"--size {size}: use at least 16 pixels (or 0 for the checkpoint's training size)")
 
     source_box = None
+    crop_note = ""
     if driving_box is not None:
         left, top, right, bottom = driving_box
         if right > info.width or bottom > info.height:
@@ -113,7 +114,9 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
         faces = load_backend()
         source_box = image_crop_box(image, source_name, faces)
         if driving_box is None:
-            boxes = video_crop_boxes(driving, faces, start=start, duration=duration).boxes
+            tracked = video_crop_boxes(driving, faces, start=start, duration=duration)
+            boxes = tracked.boxes
+            crop_note = f", face in {tracked.found} of {tracked.measured} measured driving frames"
     source_frame = resize_square(image, size, source_box)
     animator = Animator(kp_detector, generator, from_uint8_frames(source_frame[None]), relative=relative,
                         adapt_scale=adapt_scale, dtype=dtype)
@@ -134,5 +137,5 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
     scale = f", movement scale {animator.scale:.3f}" if adapt_scale else ""
     return (
         f"animated {writer.frames_written} frames ({size}x{size}, {info.fps:.3g} fps, {mode}{scale}"
-        f"{', with audio' if audio else ', no audio'}) on {dev} in {str(dtype).removeprefix('torch.')} -> {out}"
+        f"{', with audio' if audio else ', no audio'}{crop_note}) on {dev} in {str(dtype).removeprefix('torch.')} -> {out}"
     )
