@@ -13,7 +13,7 @@ import pytest
 from fomm_core.errors import FommError
 from fomm_core.faces import DlibBackend, iou
 from fomm_core.faces.distances import FaceDistances, describe, mouth_opening
-from fomm_core.faces.layout import FaceLayout, crop_square, landmark_box, smooth_squares
+from fomm_core.faces.layout import FaceLayout, landmark_box, smooth_squares
 from fomm_core.faces.tubes import TOO_SHORT, TOO_SMALL, TubeSettings, find_tubes
 from fomm_core.inference.face_crop import image_crop_box
 from fomm_core.inference.video_io import read_image

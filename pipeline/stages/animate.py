@@ -10,7 +10,6 @@ import typer
 
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
-from fomm_core.tool_paths import tool_arg
 from fomm_core.inference.animate import Animator, animate_batches, from_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
 from fomm_core.faces import load_backend

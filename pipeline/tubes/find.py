@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from fomm_core.faces import load_backend
-from fomm_core.faces.backend import FaceFrame
 from fomm_core.faces.boxes import iou
 from fomm_core.faces.layout import crop_square
 from fomm_core.faces.tubes import find_tubes

@@ -8,6 +8,7 @@ parts in job order (clip ids sort the same way), never held whole in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -84,8 +85,8 @@ def make_jobs(frame: pd.DataFrame, annotations: Path | None) -> Iterator[VideoJo
     if annotations is not None:
         for key, tracks in reference_tracks(annotations, set(groups)):
             clips = groups.pop(key)
-            yield VideoJob(key[0], key[1], tuple(
-                InputClip(**{**c.__dict__, "reference": tracks.get(c.clip_id)}) for c in clips), True)
+            yield VideoJob(key[0], key[1], tuple(dataclasses.replace(c, reference=tracks.get(c.clip_id))
+                                                 for c in clips), True)
     for key, clips in sorted(groups.items()):
         yield VideoJob(key[0], key[1], tuple(clips), False)
 

@@ -137,7 +137,6 @@ def tubes_of_clip(job: VideoJob, clip: InputClip, videos: Path, settings, result
     result.seconds_of_video += (clip.end - clip.start) / METADATA_FPS
     tubes = find_tubes(frames_at, detections, scores, clip.end, settings, reference)
     region = np.array([clip.box[0] * sx, clip.box[1] * sy, clip.box[2] * sx, clip.box[3] * sy])
-    kept = 0
     for tube in tubes:
         cx, cy = (tube.face_box[0] + tube.face_box[2]) / 2, (tube.face_box[1] + tube.face_box[3]) / 2
         side = min(tube.face_box[2] - tube.face_box[0], tube.face_box[3] - tube.face_box[1])
@@ -160,7 +159,6 @@ def tubes_of_clip(job: VideoJob, clip: InputClip, videos: Path, settings, result
             "width": info.width, "height": info.height, "url": clip.url, "source": clip.source,
             "box_clipped": fitted != (left, top, right, bottom),
         })
-        kept += 1
     if not tubes:
         result.rejects.append(_reject(job, clip, clip.start, clip.end, NO_FACE,
                                       f"no face track in {len(frames_at)} sampled frames"))
