@@ -91,7 +91,7 @@ def test_cli_writes_metrics_and_videos(project):
     experiment = mlflow_client.get_experiment_by_name(tracking.EXPERIMENT)
     [run] = mlflow_client.search_runs([experiment.experiment_id], "tags.`fomm.kind` = 'evaluate'")
     assert run.info.status == "FINISHED" and run.data.params["evaluate.num_videos"] == "2"
-    for key in ("l1", "baseline_l1", "psnr", "landmark_error"):
+    for key in ("l1", "baseline_l1", "psnr", "landmark_error", "baseline_akd", "baseline_aed", "face_detection_rate"):
         assert run.data.metrics[key] == pytest.approx(metrics[key]), key
     logged = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     assert "metrics.json" in logged and "videos" in logged
