@@ -18,7 +18,7 @@ from fomm_core.data import (
 )
 from fomm_core.errors import FommError
 
-ROW_GROUP = 4
+FRAMES_PER_SHARD = 40
 OK = [c for c in CLIPS if c.status == "ok"]
 TRAIN = [c for c in OK if c.partition == "train"]
 TEST = sorted((c for c in OK if c.partition == "test"), key=lambda c: c.clip_id)
@@ -28,7 +28,7 @@ TEST = sorted((c for c in OK if c.partition == "test"), key=lambda c: c.clip_id)
 def shards(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("data")
     make_crop_dir(root)
-    write_params(root, row_group_frames=ROW_GROUP, max_shard_mb=0.3)
+    write_params(root, frames_per_shard=FRAMES_PER_SHARD, image_format="png", workers=2)  # lossless: exact frames
     result = run_shard(root, "clips", "--out", "shards", "--groundtruth", "groundtruth")
     assert result.returncode == 0, result.stderr
     frames = {c.clip_id: decode_mp4_rgb(root / "clips" / c.partition / f"{c.clip_id}.mp4") for c in OK}
@@ -72,23 +72,20 @@ def test_pair_is_two_distinct_exact_frames_of_one_clip(shards):
     assert len(seen) > 15
 
 
-def test_pair_reads_only_its_row_groups(shards):
+def test_pair_reads_only_its_two_frames(shards):
     root, _ = shards
     store = ShardStore(root)
     ds = FramePairDataset(store, "train", id_sampling=False)
     longest = max(range(len(ds)), key=lambda k: ds.clips[k].num_frames)
-    assert ds.clips[longest].num_frames > 4 * ROW_GROUP  # a clip of many row groups
     torch.manual_seed(2)
     for _ in range(20):
-        before = store.row_groups_read
-        item = ds[longest]
-        i, j = item["frames"]
-        # Clips start at row-group boundaries, so frame k is in the clip's group k // ROW_GROUP.
-        assert store.row_groups_read - before == len({i // ROW_GROUP, j // ROW_GROUP}) <= 2
-    before = store.row_groups_read
+        before = store.frames_read
+        ds[longest]
+        assert store.frames_read - before == 2
+    before = store.frames_read
     batches = list(store.iter_frames(ds.clips[longest], batch=5))
     n = ds.clips[longest].num_frames
-    assert store.row_groups_read - before == -(-n // ROW_GROUP)
+    assert store.frames_read - before == n
     assert [len(b) for b in batches] == [5] * (n // 5) + ([n % 5] if n % 5 else [])
 
 
@@ -240,8 +237,11 @@ def test_store_survives_pickling_and_fork(shards):
     store = ShardStore(root)
     clip = store.select("train")[0]
     store.read_frames(clip, [0])  # opens a file handle in this process
-    clone = pickle.loads(pickle.dumps(store))
-    assert clone._files == {}
+    assert store.open_shards == 1
+    payload = pickle.dumps(store)
+    assert len(payload) < 2000  # the memory-mapped index travels as its path, not its rows
+    clone = pickle.loads(payload)
+    assert clone.open_shards == 0 and clone.index.mapped
     np.testing.assert_array_equal(clone.read_frames(clip.clip_id, [1])[0], frames[clip.clip_id][1])
     # Workers forked after the parent opened the files read correct frames too.
     ds = FramePairDataset(store, "train", id_sampling=False)

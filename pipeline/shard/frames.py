@@ -27,7 +27,7 @@ class VideoInfo:
 def probe(path: Path) -> VideoInfo:
     """Width and height of the first video stream."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0",
-           "-show_entries", "stream=width,height", "-of", "json", str(path)]
+           "-show_entries", "stream=width,height", "-of", "json", str(Path(path).absolute())]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -41,7 +41,8 @@ def probe(path: Path) -> VideoInfo:
 def iter_frames(path: Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """Yield every decoded frame of ``path`` in order, as BGR uint8 arrays."""
     info = info or probe(path)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+    # An absolute path can never read as an option, whatever the clip or partition is called.
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(Path(path).absolute()), "-map", "0:v:0",
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     frame_bytes = info.width * info.height * 3
     err_file = tempfile.TemporaryFile()  # a file, not a pipe: a chatty ffmpeg cannot block
