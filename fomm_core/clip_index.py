@@ -169,6 +169,17 @@ def write_index(root: str | os.PathLike, rows: pa.Table) -> None:
         pq.write_table(rows.replace_schema_metadata({INDEX_ID_KEY: index_id}), tmp, compression="zstd")
 
 
+def _numpy(array: pa.Array) -> np.ndarray:
+    """Zero-copy numpy view of a fixed-width Arrow array without nulls.
+
+    (``Array.to_numpy`` would do, but it imports pandas: +50 MB in every process.)
+    """
+    name = str(array.type)
+    dtype = np.dtype({"double": "float64", "float": "float32"}.get(name, name))
+    data = np.frombuffer(array.buffers()[1], dtype=dtype)
+    return data[array.offset:array.offset + len(array)]
+
+
 class ClipIndex:
     """The clips of a shard folder as columns; :meth:`entry` builds one :class:`ClipEntry`."""
 
@@ -219,14 +230,14 @@ class ClipIndex:
         self.clip_ids: pa.StringArray = arr("clip_id")
         self._dicts = {n: arr(n) for n in ("person_id", "video_id", "partition", "shard", "image_format")}
         # Zero-copy numpy views of the fixed-width columns (pages of the mapped file).
-        self.person_codes = self._dicts["person_id"].indices.to_numpy()
-        self.partition_codes = self._dicts["partition"].indices.to_numpy()
-        self.shard_codes = self._dicts["shard"].indices.to_numpy()
-        self.row_start = arr("row_start").to_numpy()
-        self.num_frames = arr("num_frames").to_numpy()
-        self.fps = arr("fps").to_numpy()
-        self.height = arr("height").to_numpy()
-        self.width = arr("width").to_numpy()
+        self.person_codes = _numpy(self._dicts["person_id"].indices)
+        self.partition_codes = _numpy(self._dicts["partition"].indices)
+        self.shard_codes = _numpy(self._dicts["shard"].indices)
+        self.row_start = _numpy(arr("row_start"))
+        self.num_frames = _numpy(arr("num_frames"))
+        self.fps = _numpy(arr("fps"))
+        self.height = _numpy(arr("height"))
+        self.width = _numpy(arr("width"))
         self.has_groundtruth = arr("has_groundtruth")
         self.features = arr("features") if self.has_features_column else None
         self.persons: pa.StringArray = self._dicts["person_id"].dictionary
@@ -282,7 +293,7 @@ class ClipIndex:
     def find(self, clip_id: str) -> int | None:
         """Row number of ``clip_id`` (binary search over a sort order built once), or ``None``."""
         if self._order is None:
-            self._order = pc.sort_indices(self.clip_ids).to_numpy().astype(np.int64 if len(self) >= 2**31 else np.int32)
+            self._order = _numpy(pc.sort_indices(self.clip_ids)).astype(np.int64 if len(self) >= 2**31 else np.int32)
         order, ids = self._order, self.clip_ids
 
         class _Sorted:

@@ -94,19 +94,20 @@ class FramePairDataset(Dataset):
         """
         index = self.store.index
         rows = index.partition_rows(self.partition)
-        rows = rows[index.num_frames[rows] >= 2]
+        rows = rows[index.num_frames[rows] >= 2].astype(np.int32 if len(index) < 2**31 else np.int64)
         if not len(rows):
             raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {self.partition!r}")
-        codes = index.person_codes[rows]
-        used = np.unique(codes)
-        names = index.persons.take(used).to_pylist()
-        by_name = sorted(range(len(used)), key=names.__getitem__)
+        used, person = np.unique(index.person_codes[rows], return_inverse=True)
+        names = [index.persons[int(code)].as_py() for code in used]
+        by_name = np.array(sorted(range(len(used)), key=names.__getitem__), dtype=np.int64)
         self.people = [names[k] for k in by_name]
-        position = np.zeros(len(index.persons), dtype=np.int64)
-        position[used[by_name]] = np.arange(len(used))
-        order = np.argsort(position[codes], kind="stable")
+        rank = np.empty(len(used), dtype=np.int32)
+        rank[by_name] = np.arange(len(used), dtype=np.int32)
+        person = rank[person]
+        order = np.argsort(person, kind="stable")
         self._by_person = rows[order]
-        self._person_start = np.searchsorted(position[codes][order], np.arange(len(used) + 1))
+        self._person_start = np.searchsorted(person[order], np.arange(len(used) + 1))
+        del person, order
         self.clips: Sequence[ClipEntry] = ClipSeq(index, rows)
 
     def __getstate__(self) -> dict:
