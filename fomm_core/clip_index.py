@@ -4,9 +4,9 @@
 ``fomm shard`` writes ``index.arrow``: the same rows as an uncompressed Arrow IPC file with
 repeated strings dictionary-encoded and ``row_end``/``features`` left out (derived), so every
 process (DataLoader workers, torchrun ranks) maps the same pages instead of holding its own
-copy, and a spawned worker receives a path, not a pickle of the index. Both files carry the
-same ``fomm.index_id`` (a hash of the Arrow file); an index without a matching ``index.arrow``
-(older shards, hand-made tables) is compacted in memory instead.
+copy, and a spawned worker receives a path, not a pickle of the index. ``index.arrow`` records
+the SHA-256 of the ``index.parquet`` it was written with; an index without a matching
+``index.arrow`` (older shards, hand-made or edited tables) is compacted in memory instead.
 
 At VoxCeleb2's 1.1M clips the mapped index is ~90 MB in total, against ~1.4 GB of Python objects
 per process when each row was a dataclass. :class:`ClipEntry` objects are built per access.
@@ -30,7 +30,7 @@ from .errors import FommError
 
 INDEX = "index.parquet"
 COMPACT_INDEX = "index.arrow"
-INDEX_ID_KEY = b"fomm.index_id"
+PARQUET_SHA_KEY = b"fomm.index_parquet_sha256"
 FEATURES_KEY = b"fomm.features"
 FEATURES_SUBDIR = "features"
 
@@ -144,29 +144,30 @@ def compact(table: pa.Table, where: str) -> pa.Table:
     return pa.table(out).replace_schema_metadata({FEATURES_KEY: b"column" if keep_features else b"canonical"})
 
 
-def _ipc_bytes(table: pa.Table) -> pa.Buffer:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, len(table)))
-    return sink.getvalue()
+def _sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest().encode()
 
 
 def write_index(root: str | os.PathLike, rows: pa.Table) -> None:
     """Publish ``index.arrow`` then ``index.parquet`` (each renamed into place; the Parquet last).
 
-    ``rows`` has ``INDEX_SCHEMA``'s columns in the order readers should see the clips. The id
-    both files carry is the hash of the untagged Arrow file, so the same rows give the same bytes.
+    ``rows`` has ``INDEX_SCHEMA``'s columns in the order readers should see the clips. The
+    Arrow file records the SHA-256 of the Parquet file it goes with, so any later change to
+    ``index.parquet`` (a rebuild, a hand edit) makes readers ignore the stale Arrow file.
     """
     root = Path(root)
     rows = rows.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
     table = compact(rows, str(root / INDEX)).combine_chunks()
-    index_id = hashlib.sha256(_ipc_bytes(table)).hexdigest().encode()
-    tagged = table.replace_schema_metadata({**table.schema.metadata, INDEX_ID_KEY: index_id})
-    with atomic_path(root / COMPACT_INDEX) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, tagged.schema) as writer:
-            writer.write_table(tagged, max_chunksize=max(1, len(tagged)))
-    with atomic_path(root / INDEX) as tmp:
-        pq.write_table(rows.replace_schema_metadata({INDEX_ID_KEY: index_id}), tmp, compression="zstd")
+    with atomic_path(root / INDEX) as parquet_tmp:
+        pq.write_table(rows, parquet_tmp, compression="zstd")
+        tagged = table.replace_schema_metadata({**table.schema.metadata, PARQUET_SHA_KEY: _sha256(parquet_tmp)})
+        with atomic_path(root / COMPACT_INDEX) as arrow_tmp:
+            with pa.OSFile(str(arrow_tmp), "wb") as sink, pa.ipc.new_file(sink, tagged.schema) as writer:
+                writer.write_table(tagged, max_chunksize=max(1, len(tagged)))
 
 
 def _numpy(array: pa.Array) -> np.ndarray:
@@ -194,12 +195,7 @@ class ClipIndex:
         index = root / INDEX
         if not index.is_file():
             raise FommError(f"{index}: shard index not found; run fomm shard first")
-        try:
-            schema = pq.read_schema(index)
-        except (OSError, pa.ArrowException) as exc:
-            raise FommError(f"{index}: not a readable Parquet file ({exc}); re-run `dvc repro shard`") from None
-        index_id = (schema.metadata or {}).get(INDEX_ID_KEY)
-        table = cls._mapped(root / COMPACT_INDEX, index_id) if index_id else None
+        table = cls._mapped(root / COMPACT_INDEX, _sha256(index))
         if table is not None:
             return cls(root, table, mapped=True)
         try:
@@ -209,13 +205,13 @@ class ClipIndex:
         return cls(root, compact(rows, str(index)), mapped=False)
 
     @staticmethod
-    def _mapped(path: Path, index_id: bytes) -> pa.Table | None:
+    def _mapped(path: Path, parquet_sha: bytes) -> pa.Table | None:
         """The memory-mapped compact index when it is the one ``index.parquet`` was published with."""
         try:
             table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         except (OSError, pa.ArrowException):
             return None
-        if (table.schema.metadata or {}).get(INDEX_ID_KEY) != index_id:
+        if (table.schema.metadata or {}).get(PARQUET_SHA_KEY) != parquet_sha:
             return None
         return table
 

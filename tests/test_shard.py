@@ -202,7 +202,7 @@ def test_params_defaults_and_failed_run_keeps_previous_output(tmp_path):
     ("missing-mp4", ("clips", "--out", "o"), "row 1: "),
     ("bad-param", ("clips", "--out", "o"), "png_compression must be 0..9, got 12"),
     ("bad-gt", ("clips", "--out", "o", "--groundtruth", "nogt"), "nogt: ground-truth folder not found"),
-    ("out-holds-clips", ("o/clips", "--out", "o"), "would overwrite the input"),
+    ("out-holds-clips", ("o/clips", "--out", "o"), "--out o contains the input o/clips"),
     ("bad-part", ("clips", "--out", "o", "--part", "3/2"), "--part 3/2: K must be between 1 and N=2"),
     ("part-and-merge", ("clips", "--out", "o", "--part", "1/2", "--merge"), "--merge and --part do not go together"),
 ])
@@ -247,3 +247,150 @@ def test_png_levels_are_lossless_and_level0_is_unfiltered_stored():
         row = frame.shape[1] * 3
         first = raw.index(b"IDAT") + 4 + 2 + 5  # chunk type, zlib header, stored block header
         assert raw[first] == 0 and raw[first + 1:first + 1 + row] == frame[0, :, ::-1].tobytes()
+
+
+def _finished_clips(out: Path) -> int:
+    """Clips whose work is on disk: in finished shards, or spilled and waiting for their shard."""
+    from fomm_core.atomic import is_temporary
+    from fomm_core.shard_file import read_clip_table
+
+    done = sum(len(read_clip_table(p)["clips"]) for p in (out / "shards").glob("shard-*.frames")
+               if not is_temporary(p.name))
+    spills = out / ".spill"
+    return done + (sum(1 for p in spills.glob("*.frames") if not is_temporary(p.name)) if spills.is_dir() else 0)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _summary_counts(stdout: str) -> tuple[int, int]:
+    import re
+
+    match = re.search(r"\((\d+) clips encoded, (\d+) kept\)", stdout)
+    assert match, stdout
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_sigkill_mid_run_then_rerun_redoes_only_the_clips_in_flight(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _shard_helpers import REPO, FakeClip
+
+    clips = tuple(FakeClip(f"id{p:05d}", f"vid{k:08d}", 0, 30, "train") for k in range(16) for p in [k % 4])
+    make_crop_dir(tmp_path, clips=clips, with_gt=False)
+    write_params(tmp_path, frames_per_shard=60, workers=1, image_format="png", png_compression=1)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "shard", "clips", "--out", "out"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while (_finished_clips(tmp_path / "out") if (tmp_path / "out" / "shards").is_dir() else 0) < 5:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):  # the pool's workers (and their ffmpeg) die with the stage
+        if not any(Path(f"/proc/{pid}").exists() for pid in workers):
+            break
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    done = _finished_clips(tmp_path / "out")
+    assert 5 <= done < len(clips) and not (tmp_path / "out" / "index.parquet").exists()
+    rerun = run_shard(tmp_path, "clips", "--out", "out")
+    assert rerun.returncode == 0, rerun.stderr
+    assert _summary_counts(rerun.stdout) == (len(clips) - done, done)  # nothing finished is redone
+    names = [p.name for p in (tmp_path / "out").rglob("*")]
+    assert not [n for n in names if ".tmp-" in n] and ".spill" not in names  # the killed run's temporaries went
+    reference = run_shard(tmp_path, "clips", "--out", "reference")
+    assert reference.returncode == 0, reference.stderr
+    assert all_files(tmp_path / "out") == all_files(tmp_path / "reference")
+
+
+def test_rerun_with_nothing_changed_encodes_nothing_and_a_changed_clip_redoes_its_shard(tmp_path):
+    make_crop_dir(tmp_path, clips=CLIPS[:4], with_gt=False)
+    write_params(tmp_path, frames_per_shard=40, workers=2)  # shards: clips 0+1 (37 frames), 2+3
+    first = run_shard(tmp_path, "clips", "--out", "out")
+    assert first.returncode == 0, first.stderr
+    assert _summary_counts(first.stdout) == (4, 0)
+    again = run_shard(tmp_path, "clips", "--out", "out")
+    assert _summary_counts(again.stdout) == (0, 4)
+    before = all_files(tmp_path / "out")
+    # Re-encode one clip's mp4 (as a re-run of crop with other settings would): only its shard is
+    # redone (its two clips), the other shard and its clips' features stay as they were.
+    from _shard_helpers import make_mp4
+
+    make_mp4(tmp_path / "clips" / "train" / f"{CLIPS[0].clip_id}.mp4", CLIPS[0].frames + 1, hue=200)
+    changed = run_shard(tmp_path, "clips", "--out", "out")
+    assert changed.returncode == 0, changed.stderr
+    assert _summary_counts(changed.stdout) == (2, 2)
+    after = all_files(tmp_path / "out")
+    assert after.keys() == before.keys()
+    assert {k for k in after if after[k] != before[k]} == {
+        "index.parquet", "index.arrow", "shards/shard-00000.frames", f"features/train/{CLIPS[0].clip_id}.npz"}
+
+
+def test_an_output_folder_not_written_by_shard_is_refused_and_stale_temporaries_are_removed(tmp_path):
+    from fomm_core.atomic import HOST_TAG
+
+    make_crop_dir(tmp_path, clips=CLIPS[4:5], with_gt=False)
+    write_params(tmp_path, workers=1)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
+    refused = run_shard(tmp_path, "clips", "--out", "mine")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "already holds 'PRECIOUS.txt', which `fomm shard` did not write" in refused.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["PRECIOUS.txt"]
+    assert (tmp_path / "mine" / "PRECIOUS.txt").read_text() == "keep me"
+    # Leftovers of a killed run (dead writer on this host) inside our own output go on the re-run.
+    assert run_shard(tmp_path, "clips", "--out", "out").returncode == 0
+    dead = subprocess_dead_pid()
+    stale = [tmp_path / "out" / "shards" / f".shard-00001.tmp-{HOST_TAG}-{dead}-abc.tmp.frames",
+             tmp_path / "out" / ".spill" / f".x.tmp-{HOST_TAG}-{dead}-abc.tmp.npz"]
+    for path in stale:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 100_000)
+    assert run_shard(tmp_path, "clips", "--out", "out").returncode == 0
+    assert not any(p.exists() for p in stale)
+
+
+def subprocess_dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_audio_shorter_than_the_clip_is_an_error_naming_it(tmp_path):
+    from _shard_helpers import FakeClip
+
+    short = FakeClip("id00009", "vidSSSSSSSS", 0, 25, "train", wav_short=3)
+    make_crop_dir(tmp_path, clips=(short,), with_gt=False)
+    write_params(tmp_path, workers=1)
+    result = run_shard(tmp_path, "clips", "--out", "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Warning" not in result.stderr
+    last = result.stderr.strip().splitlines()
+    assert len([line for line in last if line.startswith("error: ")]) == 1
+    assert short.clip_id in last[-1] and "0.88 s" in last[-1] and "1.00 s" in last[-1] and "re-crop" in last[-1]
+    # A wav cut to a third (its header still claims the whole length): the same one line, no warning.
+    ok = FakeClip("id00009", "vidSSSSSSSS", 0, 25, "train")
+    make_crop_dir(tmp_path, clips=(ok,), with_gt=False)
+    wav = tmp_path / "clips" / "train" / f"{ok.clip_id}.wav"
+    wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 3])
+    result = run_shard(tmp_path, "clips", "--out", "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "WavFileWarning" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert ok.clip_id in last and "need 1.00 s" in last

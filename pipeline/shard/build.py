@@ -199,8 +199,8 @@ def _remove_stale(ctx: _Context, jobs: list[Job], index: pa.Table) -> None:
     planned = {job.name.split("/", 1)[1] for job in jobs}
     shard_dir = ctx.out / SHARDS_SUBDIR
     for entry in os.scandir(shard_dir) if shard_dir.is_dir() else ():
-        if entry.is_file() and entry.name.startswith("shard-") and entry.name.endswith(SUFFIX) \
-                and entry.name not in planned:
+        if entry.is_file() and entry.name.startswith("shard-") and entry.name.endswith((SUFFIX, ".parquet")) \
+                and entry.name not in planned:  # (.parquet: shards of the format before this one)
             os.unlink(entry.path)
     spill_dir = ctx.out / SPILL_SUBDIR
     if spill_dir.is_dir():

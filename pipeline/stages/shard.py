@@ -8,13 +8,15 @@ from typing import Optional
 import typer
 
 from fomm_core.errors import FommError
+from fomm_core.outputs import check_not_input, claim_output_dir
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import progress_bar, summary
 from pipeline.shard.config import ShardConfig
 
 BYTES_PER_MB = 1_000_000
-COMMAND = "fomm shard"
+COMMAND = "shard"
+LEGACY_OUTPUT = ("index.parquet",)  # shard folders written before ownership markers
 
 
 def _groundtruth_dir(value: str) -> Path | None:
@@ -27,16 +29,6 @@ def _groundtruth_dir(value: str) -> Path | None:
     if (path / "groundtruth").is_dir():
         path = path / "groundtruth"
     return path
-
-
-def _check_inputs(out: Path, inputs: list[Path]) -> None:
-    for inp in inputs:
-        if out.resolve() == inp.resolve() or out.resolve() in inp.resolve().parents:
-            raise FommError(f"--out {out} would overwrite the input {inp}; choose another output folder")
-
-
-def _claim_output(out: Path, inputs: list[Path]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
 
 
 @user_errors
@@ -77,9 +69,9 @@ def command(
     if merge and the_part is not None:
         raise FommError("--merge and --part do not go together: --merge writes the index of all parts")
     inputs = [p for p in (clips_path, gt_dir) if p is not None]
-    _check_inputs(out_path, inputs)
-    plan = plan_run(cfg, clips_path, the_part, merge)
-    _claim_output(out_path, inputs)
+    check_not_input(out_path, inputs)
+    plan = plan_run(cfg, clips_path, the_part, merge)  # fails on bad input before anything is written
+    out_path = claim_output_dir(out_path, COMMAND, inputs, legacy=LEGACY_OUTPUT)
     with progress_bar() as bar:
         task = bar.add_task("shard" if the_part is None else f"shard {the_part}", total=plan.clips)
         result = shard_clips(plan, cfg, out_path, gt_dir, advance=lambda n: bar.advance(task, n))
