@@ -66,6 +66,7 @@ SYNTH = {"seed": 0, "identities": 2, "test_identities": 1, "videos_per_identity"
 
 def synthetic_crops(work: Path) -> list[list[np.ndarray]]:
     """Per clip, the BGR frames of ``fomm crop`` output for a small synthetic set."""
+    work.mkdir(parents=True, exist_ok=True)
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump({"synth": SYNTH, "crop": {"workers": 2}}))
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -396,3 +396,24 @@ def test_index_is_memory_mapped_compact_and_falls_back_without_its_arrow_file(sh
     pq.write_table(pq.read_table(root / "index.parquet").slice(0, 2), copy / "index.parquet")
     shutil.copy(root / "index.arrow", copy / "index.arrow")
     assert len(ShardStore(copy).clips) == 2 and not ShardStore(copy).index.mapped
+
+
+def test_persistent_workers_see_each_new_epoch(shards):
+    """Workers that live across epochs (persistent_workers) draw each epoch's items, not epoch 0's again."""
+    from fomm_core.training.sampling import SeededItems
+
+    root, _ = shards
+    items = SeededItems(DatasetRepeater(FramePairDataset(root, "train", id_sampling=False), 4), seed=3)
+
+    def epochs(workers: int) -> list[list]:
+        loader = DataLoader(items, batch_size=4, num_workers=workers, persistent_workers=workers > 0)
+        out = []
+        for epoch in range(3):
+            items.set_epoch(epoch)
+            out.append([(c, int(i), int(j)) for batch in loader
+                        for c, i, j in zip(batch["clip_id"], *batch["frames"])])
+        return out
+
+    persistent = epochs(2)
+    assert persistent == epochs(0)  # the same items as the main process draws
+    assert persistent[0] != persistent[1] != persistent[2]
