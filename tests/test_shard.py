@@ -260,16 +260,19 @@ def _finished_clips(out: Path) -> int:
     return done + (sum(1 for p in spills.glob("*.frames") if not is_temporary(p.name)) if spills.is_dir() else 0)
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
+def _descendants(pid: int) -> list[int]:
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
             continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [child for child, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found
 
 
 def _summary_counts(stdout: str) -> tuple[int, int]:
@@ -299,10 +302,11 @@ def test_sigkill_mid_run_then_rerun_redoes_only_the_clips_in_flight(tmp_path):
     while (_finished_clips(tmp_path / "out") if (tmp_path / "out" / "shards").is_dir() else 0) < 5:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
-    workers = _children(proc.pid)
+    workers = _descendants(proc.pid)  # the fork server, its encoding workers and their ffmpeg
+    assert workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    for _ in range(100):  # the pool's workers (and their ffmpeg) die with the stage
+    for _ in range(100):  # they all die with the stage
         if not any(Path(f"/proc/{pid}").exists() for pid in workers):
             break
         time.sleep(0.05)
