@@ -14,6 +14,7 @@ Output bytes are a function of the input alone (the plan ignores timing, worker 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -29,7 +30,6 @@ from fomm_core.atomic import atomic_path
 from fomm_core.clip_index import COMPACT_INDEX, FEATURES_SUBDIR, INDEX, INDEX_SCHEMA, features_path, write_index
 from fomm_core.errors import FommError
 from fomm_core.shard_file import SUFFIX, ShardFile, ShardFileWriter, read_clip_table
-from pipeline.ids import safe_join
 
 from .clip import ClipTask, encode_clip
 from .config import ShardConfig
@@ -68,9 +68,10 @@ class _Context:
     advance: Callable[[int], None]
 
     unpublished: bool = False
+    shard_keys: dict[int, str] = field(default_factory=dict)  # computed once per run
 
     def spill_path(self, clip_id: str) -> Path:
-        return safe_join(self.out, SPILL_SUBDIR, f"{clip_id}{SUFFIX}")
+        return self.out / SPILL_SUBDIR / f"{clip_id}{SUFFIX}"  # ids and partitions are validated names
 
     def unpublish(self) -> None:
         """Shards are about to change: take the index away first, so no reader mixes old and new."""
@@ -106,7 +107,8 @@ def _plan_shard(ctx: _Context, job: Job) -> tuple[list[ClipTask], str]:
             features=ctx.spill_path(clip.clip_id).with_suffix(".npz"),
             features_rel=rel, groundtruth=ctx.groundtruth, config=ctx.config,
         ))
-    return tasks, shard_key([t.key for t in tasks])
+    key = ctx.shard_keys[job.number] = shard_key([t.key for t in tasks])
+    return tasks, key
 
 
 def _finished(path: Path, key: str) -> bool:
@@ -124,7 +126,7 @@ def _assemble(ctx: _Context, shard: _Shard) -> None:
     ctx.unpublish()
     for task in shard.tasks:
         if task.features.exists():
-            target = safe_join(ctx.out, FEATURES_SUBDIR, task.clip.partition, f"{task.clip.clip_id}.npz")
+            target = ctx.out / task.features_rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(task.features, target)
     final = ctx.out / shard.job.name
@@ -194,6 +196,11 @@ def _build(ctx: _Context, jobs: list[Job]) -> None:
                 ctx.advance(1)
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def _remove_stale(ctx: _Context, jobs: list[Job], index: pa.Table) -> None:
     """Shards, spills and features of an earlier plan that the new index no longer lists."""
     planned = {job.name.split("/", 1)[1] for job in jobs}
@@ -201,12 +208,12 @@ def _remove_stale(ctx: _Context, jobs: list[Job], index: pa.Table) -> None:
     for entry in os.scandir(shard_dir) if shard_dir.is_dir() else ():
         if entry.is_file() and entry.name.startswith("shard-") and entry.name.endswith((SUFFIX, ".parquet")) \
                 and entry.name not in planned:  # (.parquet: shards of the format before this one)
-            os.unlink(entry.path)
+            _unlink(entry.path)
     spill_dir = ctx.out / SPILL_SUBDIR
     if spill_dir.is_dir():
         for entry in os.scandir(spill_dir):
             if entry.is_file() and entry.name.endswith((SUFFIX, ".npz")):
-                os.unlink(entry.path)
+                _unlink(entry.path)  # another part may be removing its own right now
         try:
             spill_dir.rmdir()
         except OSError:  # another part's temporaries still there
@@ -225,14 +232,14 @@ def _remove_stale(ctx: _Context, jobs: list[Job], index: pa.Table) -> None:
         keep = pc.is_in(pa.array(names, pa.string()), value_set=wanted.combine_chunks()).to_pylist()
         for name, kept in zip(names, keep):
             if not kept:
-                os.unlink(os.path.join(partition.path, name))
+                _unlink(os.path.join(partition.path, name))
 
 
 def _publish(ctx: _Context, jobs: list[Job], must: bool) -> None:
     """Check every shard of the plan and write the index; with ``must``, missing shards are an error."""
     tables, missing, result = [], [], ctx.result
     for job in jobs:
-        tasks, key = _plan_shard(ctx, job)
+        key = ctx.shard_keys.get(job.number) or _plan_shard(ctx, job)[1]
         path = ctx.out / job.name
         table = read_clip_table(path)
         if table is None or table.get("key") != key:

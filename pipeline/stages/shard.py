@@ -75,7 +75,7 @@ def command(
     with progress_bar() as bar:
         task = bar.add_task("shard" if the_part is None else f"shard {the_part}", total=plan.clips)
         result = shard_clips(plan, cfg, out_path, gt_dir, advance=lambda n: bar.advance(task, n))
-    what = (f"{result.clips} clips, {result.frames} frames, {result.shards} shards, "
+    what = (f"{result.clips} clips, {result.frames} frames, {result.shards} shard{'s' * (result.shards != 1)}, "
             f"{result.bytes / BYTES_PER_MB:.1f} MB" if result.published
             else f"part {the_part}: {result.clips} clips in {result.shards} shards")
     summary(
