@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -109,6 +110,9 @@ def test_rerun_is_byte_identical_with_any_workers_and_parts(built, work):
     assert one.returncode == 0, one.stderr
     assert "the last part (or fomm shard --merge) writes the index" in one.stdout
     assert not (work / "parts" / "index.parquet").exists()
+    early = run_shard(work, "clips", "--out", "parts", "--groundtruth", "groundtruth", "--merge")
+    assert early.returncode == 2 and "Traceback" not in early.stderr
+    assert "1 of 3 shards are missing" in early.stderr and "shards/shard-00001.frames" in early.stderr
     two = run_shard(work, "clips", "--out", "parts", "--groundtruth", "groundtruth", "--part", "2/2")
     assert two.returncode == 0, two.stderr
     assert all_files(work / "parts") == first
@@ -205,6 +209,7 @@ def test_params_defaults_and_failed_run_keeps_previous_output(tmp_path):
     ("out-holds-clips", ("o/clips", "--out", "o"), "--out o contains the input o/clips"),
     ("bad-part", ("clips", "--out", "o", "--part", "3/2"), "--part 3/2: K must be between 1 and N=2"),
     ("part-and-merge", ("clips", "--out", "o", "--part", "1/2", "--merge"), "--merge and --part do not go together"),
+    ("option-like-id", ("clips", "--out", "o"), "bad person or video id in 'id00004#-oProxyComm#000003#000017'"),
 ])
 def test_user_errors_are_one_line(tmp_path, setup, args, message):
     write_params(tmp_path)
@@ -214,6 +219,8 @@ def test_user_errors_are_one_line(tmp_path, setup, args, message):
         (tmp_path / "clips" / "manifest.parquet").unlink()
     if setup == "bad-param":
         write_params(tmp_path, png_compression=12)
+    if setup == "option-like-id":  # never reaches ffprobe/ffmpeg (whose paths are absolute anyway)
+        make_crop_dir(tmp_path, clips=(replace(CLIPS[5], video="-oProxyComm"),), with_gt=False, media=False)
     result = run_shard(tmp_path, *args)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("shard ")]
