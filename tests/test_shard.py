@@ -408,3 +408,42 @@ def test_audio_shorter_than_the_clip_is_an_error_naming_it(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "WavFileWarning" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert ok.clip_id in last and "need 1.00 s" in last
+
+
+def test_a_worker_killed_mid_run_is_one_line_and_the_rerun_finishes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _shard_helpers import REPO, FakeClip
+
+    clips = tuple(FakeClip(f"id{k % 3:05d}", f"vid{k:08d}", 0, 30, "train") for k in range(8))
+    make_crop_dir(tmp_path, clips=clips, with_gt=False)
+    write_params(tmp_path, frames_per_shard=60, workers=1)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "shard", "clips", "--out", "out"], cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    deadline = time.monotonic() + 240
+    while True:  # the encoding worker: a forked copy of the stage (same command line)
+        worker = [pid for pid in _descendants(proc.pid) if _cmdline(pid) == own]
+        if worker:
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    os.kill(worker[0], signal.SIGKILL)  # as the OOM killer would
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: an encoding worker died")
+    rerun = run_shard(tmp_path, "clips", "--out", "out")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(clips)} clips" in rerun.stdout
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -58,6 +58,8 @@ def command(
     input gives byte-identical output however many workers or parts made it.
     """
     # Deferred so `fomm --help` and the other stages do not pay for pyarrow/cv2/scipy.
+    from concurrent.futures.process import BrokenProcessPool
+
     from pipeline.shard.build import plan_run, shard_clips
     from pipeline.shard.plan import Part
 
@@ -72,9 +74,16 @@ def command(
     check_not_input(out_path, inputs)
     plan = plan_run(cfg, clips_path, the_part, merge)  # fails on bad input before anything is written
     out_path = claim_output_dir(out_path, COMMAND, inputs, legacy=LEGACY_OUTPUT)
-    with progress_bar() as bar:
-        task = bar.add_task("shard" if the_part is None else f"shard {the_part}", total=plan.clips)
-        result = shard_clips(plan, cfg, out_path, gt_dir, advance=lambda n: bar.advance(task, n))
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("shard" if the_part is None else f"shard {the_part}", total=plan.clips)
+            result = shard_clips(plan, cfg, out_path, gt_dir, advance=lambda n: bar.advance(task, n))
+    except OSError as exc:  # disk full, permissions, a filesystem gone: the machine, not the data
+        raise FommError(f"{exc.filename or out_path}: {exc.strerror or exc}; fix it and run again "
+                        "(finished shards and clips are kept)") from None
+    except BrokenProcessPool:
+        raise FommError("an encoding worker died (killed, or out of memory?); run again with fewer "
+                        "shard.workers (finished shards and clips are kept)") from None
     what = (f"{result.clips} clips, {result.frames} frames, {result.shards} shard{'s' * (result.shards != 1)}, "
             f"{result.bytes / BYTES_PER_MB:.1f} MB" if result.published
             else f"part {the_part}: {result.clips} clips in {result.shards} shards")
