@@ -17,6 +17,6 @@ def shards_fingerprint(root: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     digest.update((root / "index.parquet").read_bytes())
     shard_dir = root / "shards"
-    for path in sorted(shard_dir.glob("*.parquet")) if shard_dir.is_dir() else []:
+    for path in sorted(shard_dir.glob("shard-*")) if shard_dir.is_dir() else []:  # .frames (and older .parquet)
         digest.update(f"\n{path.name}:{path.stat().st_size}".encode())
     return digest.hexdigest()
