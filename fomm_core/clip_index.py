@@ -130,9 +130,12 @@ def compact(table: pa.Table, where: str) -> pa.Table:
     features = columns["features"]
     keep_features = bool(len(table)) and not pc.all(pc.equal(features, canonical)).as_py()
     out: dict[str, pa.Array] = {}
-    for name, kind in COMPACT_TYPES.items():
-        column = columns[name]
-        out[name] = column.dictionary_encode().cast(kind) if pa.types.is_dictionary(kind) else column
+    try:
+        for name, kind in COMPACT_TYPES.items():
+            column = columns[name]
+            out[name] = column.dictionary_encode().cast(kind) if pa.types.is_dictionary(kind) else column
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. > 127 partitions
+        raise bad(str(exc)) from None
     for rel in out["shard"].dictionary.to_pylist():
         if _unsafe(rel):
             raise bad(f"shard path {rel!r} leaves the shard folder")
@@ -177,6 +180,8 @@ def _numpy(array: pa.Array) -> np.ndarray:
     """
     name = str(array.type)
     dtype = np.dtype({"double": "float64", "float": "float32"}.get(name, name))
+    if len(array) == 0 or array.buffers()[1] is None:
+        return np.zeros(0, dtype=dtype)
     data = np.frombuffer(array.buffers()[1], dtype=dtype)
     return data[array.offset:array.offset + len(array)]
 
