@@ -425,10 +425,10 @@ def test_a_worker_killed_mid_run_is_one_line_and_the_rerun_finishes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "shard", "clips", "--out", "out"], cwd=tmp_path,
                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     deadline = time.monotonic() + 240
-    while True:  # the encoding worker: a forked copy of the stage (same command line)
-        worker = [pid for pid in _descendants(proc.pid) if _cmdline(pid) == own]
+    while True:  # the encoding worker: the stage's child that runs ffmpeg
+        worker = [_parent(pid) for pid in _descendants(proc.pid)
+                  if _cmdline(pid).startswith(b"ffmpeg") and _parent(_parent(pid)) == proc.pid]
         if worker:
             break
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -440,6 +440,13 @@ def test_a_worker_killed_mid_run_is_one_line_and_the_rerun_finishes(tmp_path):
     rerun = run_shard(tmp_path, "clips", "--out", "out")
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(clips)} clips" in rerun.stdout
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return -1
 
 
 def _cmdline(pid: int) -> bytes:
