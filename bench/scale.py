@@ -15,8 +15,8 @@ index was opened: torch alone is ~190 MB of it), open descriptors, shards opened
 JSON object. Other processes on the machine make pairs/s noisy: rounds interleave the sizes
 and the best is kept, and CPU milliseconds per pair (all loader processes) are reported too.
 
-If ``bench/_scale_bookkeeping.py`` exists, its ``bookkeeping(sizes) -> dict`` (download/crop
-bookkeeping at the same sizes) is added under ``"bookkeeping"``.
+If ``bench/_scale_bookkeeping.py`` exists, its ``bookkeeping_figures(sizes) -> dict``
+(download/crop bookkeeping at the same sizes) is added under ``"bookkeeping"``.
 
     .venv/bin/python bench/scale.py [--sizes 40,20000,200000,1100000] [--items 400] [--rounds 2]
 """
@@ -203,7 +203,7 @@ def _bookkeeping(sizes: list[int]) -> dict | None:
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    return module.bookkeeping(sizes)
+    return module.bookkeeping_figures(sizes)
 
 
 def main() -> None:
