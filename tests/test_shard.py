@@ -209,7 +209,8 @@ def test_params_defaults_and_failed_run_keeps_previous_output(tmp_path):
     ("out-holds-clips", ("o/clips", "--out", "o"), "--out o contains the input o/clips"),
     ("bad-part", ("clips", "--out", "o", "--part", "3/2"), "--part 3/2: K must be between 1 and N=2"),
     ("part-and-merge", ("clips", "--out", "o", "--part", "1/2", "--merge"), "--merge and --part do not go together"),
-    ("option-like-id", ("clips", "--out", "o"), "bad person or video id in 'id00004#-oProxyComm#000003#000017'"),
+    ("option-like-id", ("clips", "--out", "o"),
+     "row 1: clip id 'id00004#-oProxyComm#000003#000017' is not of the form person#video#start#end"),
 ])
 def test_user_errors_are_one_line(tmp_path, setup, args, message):
     write_params(tmp_path)

@@ -114,7 +114,10 @@ class Manifest:
                 clip_id = row["clip_id"]
                 if not isinstance(clip_id, str):
                     raise FommError(f"{where}: clip_id {clip_id!r} is not a string; rerun fomm crop")
-                person, video, _, _ = parse_clip_id(clip_id)
+                try:
+                    person, video, _, _ = parse_clip_id(clip_id)
+                except FommError as exc:
+                    raise FommError(f"{where}: {exc}; rerun fomm crop") from None
                 if person != row["person_id"] or video != row["video_id"]:
                     raise FommError(f"{where}: clip_id {clip_id!r} does not match person_id/video_id columns")
                 if not is_person_id(person) or not is_video_id(video) or video.startswith("-"):
