@@ -516,9 +516,9 @@ def test_cli_failing_table_never_drops_earlier_good_clips(videos, tmp_path):
     manifest = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
     assert sorted(manifest["status"]) == ["failed", "ok", "ok", "ok"]
     assert {p: stamp(p) for p in (tmp_path / "clips").rglob("*.mp4")} == files  # nothing lost or redone
-    from pipeline.shard.manifest import read_manifest
-    clips, skipped = read_manifest(tmp_path / "clips")  # the next stage still takes the folder
-    assert len(clips) == 3 and skipped == 1
+    from pipeline.shard.manifest import Manifest
+    manifest = Manifest(tmp_path / "clips")  # the next stage still takes the folder
+    assert len(manifest) == 3 and manifest.skipped == 1
 
 
 def journal_lines(out: Path) -> int:
@@ -676,7 +676,7 @@ def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
 def test_shard_refuses_option_like_ids_in_a_manifest(tmp_path):
     """Upstream of shard: a (hand-edited) manifest row with such an id never becomes a path."""
     from fomm_core.errors import FommError
-    from pipeline.shard.manifest import read_manifest
+    from pipeline.shard.manifest import Manifest
 
     row = clip_row(MAIN, 0, 10)
     for video_id in ("-oProxyComm", "--exec_____"):
@@ -688,8 +688,8 @@ def test_shard_refuses_option_like_ids_in_a_manifest(tmp_path):
                     "settings": [""]}
         (tmp_path / "clips").mkdir(exist_ok=True)
         pd.DataFrame(manifest).to_parquet(tmp_path / "clips" / "manifest.parquet")
-        with pytest.raises(FommError, match="not of the form|not 11 characters|not starting"):
-            read_manifest(tmp_path / "clips")
+        with pytest.raises(FommError, match="not of the form|not 11 characters|not starting|bad person or video id"):
+            Manifest(tmp_path / "clips")
 
 
 @pytest.mark.parametrize("column, value", [("end", 1e30), ("start", 2.0**70), ("end", 2**63 - 1)])
