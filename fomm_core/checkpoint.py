@@ -152,3 +152,48 @@ def write_inference_copy(checkpoint: str | os.PathLike, target: str | os.PathLik
     keep["train_config"] = {"frame_size": (state.get("train_config") or {}).get("frame_size")}
     keep["loss_config"] = {"perceptual_backbone": (state.get("loss_config") or {}).get("perceptual_backbone")}
     write_state(target, keep)
+
+
+def _first_difference(a: Any, b: Any, where: str) -> str | None:
+    """Dotted path of the first value that differs between two nested mappings, else None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{where} ({a!r} there, {b!r} here)"
+
+
+def init_models_from(path: str | os.PathLike, models: dict[str, nn.Module], config: ModelConfig) -> str:
+    """Load ``path``'s weights into freshly built ``models`` (fine-tuning); returns a line for the log.
+
+    The detector and generator must be the model ``config`` describes (every section but
+    ``discriminator``). The discriminator is loaded when the checkpoint has one of the same
+    config, else it keeps its fresh initialisation (e.g. adversarial fine-tuning of vox-256).
+    """
+    state = read_checkpoint(path)
+    theirs, ours = to_mapping(checkpoint_model_config(state, path)), to_mapping(config)
+    difference = _first_difference({k: v for k, v in theirs.items() if k != "discriminator"},
+                                   {k: v for k, v in ours.items() if k != "discriminator"}, "model")
+    if difference:
+        raise FommError(f"train.init_from {path}: its model differs from params.yaml at {difference}; set the model "
+                        "section to the checkpoint's (for an imported published model: `fomm profile <name>`)")
+    loaded, fresh = [], []
+    for name, module in models.items():
+        same_config = name != "discriminator" or theirs["discriminator"] == ours["discriminator"]
+        if name not in state or not same_config:
+            fresh.append(name)
+            continue
+        try:
+            module.load_state_dict(state[name])
+        except RuntimeError as exc:
+            raise FommError(f"train.init_from {path}: {name} weights do not match its model_config "
+                            f"({str(exc).splitlines()[0]})") from None
+        loaded.append(name)
+    missing = [n for n in fresh if n != "discriminator"]
+    if missing:
+        raise FommError(f"train.init_from {path}: checkpoint has no {', '.join(missing)} weights")
+    origin = state.get("imported_from", {}).get("file") if isinstance(state.get("imported_from"), dict) else None
+    note = f"weights of {', '.join(loaded)} from {path}" + (f" (imported from {origin})" if origin else "")
+    return note + (f"; {', '.join(fresh)} freshly initialised" if fresh else "") + "; optimizer state fresh"

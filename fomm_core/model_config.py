@@ -1,8 +1,11 @@
 """Typed settings for the First Order Motion Model networks, with two profiles.
 
-The defaults are the paper's ``vox-256`` configuration (Siarohin et al., NeurIPS 2019), so
-``ModelConfig()`` is the published model. :func:`small_model_config` is a much cheaper
-variant for CPU training on the embedded synthetic data set. Both load from plain mappings
+The defaults are the layer sizes of the paper's ``vox-256`` model (Siarohin et al., NeurIPS
+2019) with this project's coordinate conventions (see ``downsample``, ``kp.heatmap_grid``,
+``generator.flow_resize_align_corners``). The published models themselves, conventions
+included, are what :mod:`fomm_core.official` builds from their YAML files (and the
+``fomm profile`` settings). :func:`small_model_config` is a much cheaper variant for CPU
+training on the embedded synthetic data set. Both load from plain mappings
 through :func:`fomm_core.config.from_mapping`; ``validate`` rejects values that would only
 fail later inside a convolution.
 """
@@ -141,7 +144,7 @@ class ModelConfig:
 
 
 def vox256_model_config() -> ModelConfig:
-    """The paper's vox-256 model (the dataclass defaults), named for readability."""
+    """The paper's vox-256 layer sizes (the dataclass defaults), named for readability."""
     return ModelConfig()
 
 

@@ -44,6 +44,33 @@ OFFICIAL_MODEL_PARAMS = {
 }
 
 
+def _training(epochs: int, repeats: int, milestones: list, batch: int, gan: int, lr_kp: float = 2.0e-4) -> dict:
+    """The dataset and training numbers of a published face/body config."""
+    return {
+        "dataset_params": {"frame_shape": [256, 256, 3], "id_sampling": True,
+                           "augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": True},
+                                                   "jitter_param": {"brightness": 0.1, "contrast": 0.1,
+                                                                    "saturation": 0.1, "hue": 0.1}}},
+        "train_params": {"num_epochs": epochs, "num_repeats": repeats, "epoch_milestones": milestones,
+                         "lr_generator": 2.0e-4, "lr_discriminator": 2.0e-4, "lr_kp_detector": lr_kp,
+                         "batch_size": batch, "scales": [1, 0.5, 0.25, 0.125], "checkpoint_freq": 50,
+                         "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+                         "loss_weights": {"generator_gan": gan, "discriminator_gan": 1, "feature_matching": [10] * 4,
+                                          "perceptual": [10] * 5, "equivariance_value": 10,
+                                          "equivariance_jacobian": 10}},
+    }
+
+
+# The four configs `fomm profile` reproduces, whole (model, dataset and training numbers).
+OFFICIAL_CONFIGS = {
+    "vox-256": {"model_params": OFFICIAL_MODEL_PARAMS["vox-256"], **_training(100, 75, [60, 90], 40, 0)},
+    "vox-adv-256": {"model_params": OFFICIAL_MODEL_PARAMS["vox-adv-256"], **_training(150, 75, [], 36, 1)},
+    "taichi-256": {"model_params": OFFICIAL_MODEL_PARAMS["taichi-256"], **_training(100, 150, [60, 90], 30, 0)},
+    "taichi-adv-256": {"model_params": OFFICIAL_MODEL_PARAMS["taichi-adv-256"],
+                       **_training(150, 150, [], 27, 1, lr_kp=0)},
+}
+
+
 def tiny_model_params(name: str = "vox-adv-256") -> dict:
     """The published config's structure with a few channels: same tensors, fast at 64 px."""
     params = copy.deepcopy(OFFICIAL_MODEL_PARAMS[name])
@@ -51,7 +78,7 @@ def tiny_model_params(name: str = "vox-adv-256") -> dict:
     params["kp_detector_params"].update(block_expansion=4, max_features=16, num_blocks=3)
     params["generator_params"].update(block_expansion=4, max_features=16, num_bottleneck_blocks=2)
     params["generator_params"]["dense_motion_params"].update(block_expansion=4, max_features=16, num_blocks=3)
-    params["discriminator_params"].update(block_expansion=4, max_features=16, num_blocks=3)
+    params["discriminator_params"].update(block_expansion=4, max_features=16)  # 4 blocks, as published
     return params
 
 

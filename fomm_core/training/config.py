@@ -42,15 +42,20 @@ class TrainConfig:
     log_every: int = 1  # steps between metric logs
     image_log_every: int = 100  # steps between sample grids
     max_steps: Optional[int] = None  # stop after this many steps in total (tests, smoke runs)
+    # Fine-tuning: start from this checkpoint's weights (`fomm train` or `fomm import-checkpoint`
+    # output, same model config) with fresh optimizer state; "" = random initialisation.
+    init_from: str = ""
 
     def validate(self) -> None:
         for name in ("epochs", "num_repeats", "batch_size", "frame_size", "checkpoint_every",
                      "log_every", "image_log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr_generator", "lr_discriminator", "lr_kp_detector"):
+        for name in ("lr_generator", "lr_discriminator"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr_kp_detector >= 0:  # 0 freezes the detector (the original taichi-adv-256 does)
+            raise ValueError(f"lr_kp_detector must be >= 0, got {self.lr_kp_detector}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
         if not 0 < self.scheduler_gamma <= 1:

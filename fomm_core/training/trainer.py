@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
-from ..checkpoint import checkpoint_model_config, read_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_model_config, init_models_from, read_checkpoint, save_checkpoint
 from ..config import to_mapping
 from ..data import DatasetRepeater, FramePairDataset, resize_frames, seed_worker
 from ..errors import FommError
@@ -107,6 +107,8 @@ class Trainer:
                 self.log(f"resuming from {self.checkpoint_path}: epoch {self.epoch}, step {self.step}")
             else:
                 self.log(f"no checkpoint at {self.checkpoint_path}; starting from scratch")
+        if train_config.init_from and self.step == 0:  # a resumed run continues from its own checkpoint instead
+            self.log(f"fine-tuning: {init_models_from(train_config.init_from, self.models(), model_config)}")
 
     # ---------------------------------------------------------------- setup
     def _build_data(self) -> None:
