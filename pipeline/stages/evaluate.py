@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.config import to_mapping
 from fomm_core.data import ClipFramesDataset, ShardStore
@@ -85,6 +85,7 @@ def command(
     videos in OUT/videos/, and logs both to an MLflow run of kind "evaluate".
     """
     config = load_section(params, "evaluate", EvaluateConfig)
+    check_output_dir(out, "evaluate", (checkpoint, shards))
     device = resolve_device(config.device)
     store = ShardStore(shards)
     kp_detector, generator, _, frame_size, backbone = load_inference_models(checkpoint, device)
@@ -101,7 +102,7 @@ def command(
     total = sum(c.num_frames for c in clips)
     if any(c.has_groundtruth for c in clips):
         total += sum(c.num_frames for c in train.clips if c.has_groundtruth)
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "evaluate", (checkpoint, shards)) as tmp:
         with progress_bar() as bar:
             task = bar.add_task("evaluate", total=total)
             metrics = evaluate_model(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.config import to_mapping
 from fomm_core.talker import (Recorded, TalkerEvalConfig, evaluate_talker, load_syncers_checkpoint,
                               load_talker_checkpoint, require_same_fomm)
@@ -44,6 +44,8 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "talker_eval", TalkerEvalConfig)
+    inputs = (talker, syncers, shards, keypoints)
+    check_output_dir(out, "evaluate-talker", inputs)
     for path, stage in ((talker, "train-talker"), (syncers, "train-syncer")):
         if not path.is_file():
             raise FommError(f"{path}: not found; run `fomm {stage}` first")
@@ -57,7 +59,7 @@ def command(
                       Recorded(f"the syncers {syncers}", sync_models.fomm_sha256, "fomm train-syncer"),
                       Recorded(f"the talker {talker}", talker_model.fomm_sha256, "fomm train-talker"))
     metrics = evaluate_talker(talker_model, sync_models, test, config, clips_train=train)
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "evaluate-talker", inputs) as tmp:
         write_metrics_json(tmp / "metrics.json", metrics)
     if mlflow:
         tags = {"shards_sha256": shards_fingerprint(shards), "talker": str(talker.resolve())}

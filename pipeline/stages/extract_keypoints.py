@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.data import ClipFramesDataset, ShardStore
 from fomm_core.errors import FommError
@@ -37,6 +37,7 @@ def command(
     the later talker stages check.
     """
     checkpoint = fomm_checkpoint(checkpoint, params)
+    check_output_dir(out, "extract-keypoints", (checkpoint, shards))
     dev = resolve_device(device)
     models = load_inference_models(checkpoint, dev)
     kp_detector, config, frame_size = models.kp_detector, models.config, models.frame_size
@@ -47,7 +48,7 @@ def command(
     dataset = ClipFramesDataset(store, None, frame_size=frame_size)
     if not dataset.clips:
         raise FommError(f"{shards / 'index.parquet'}: no clips")
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "extract-keypoints", (checkpoint, shards)) as tmp:
         with progress_bar() as bar:
             task = bar.add_task("keypoints", total=sum(c.num_frames for c in dataset.clips))
             for clip in dataset.clips:
