@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from _inference_helpers import ffprobe_streams, make_image, make_video, run_cli, save_tiny_checkpoint
 from _official_helpers import (OFFICIAL_MODEL_PARAMS, official_layout, official_state, official_yaml,
                                tiny_model_params, write_official)
 from fomm_core.checkpoint import load_inference_models, read_checkpoint, save_checkpoint
@@ -268,3 +269,60 @@ def test_export_of_a_trained_checkpoint_reorders_adam_states_to_the_original_par
     written = yaml.safe_load((tmp_path / "x.yaml").read_text())
     assert written["dataset_params"]["frame_shape"] == [SIZE, SIZE, 3]
     assert written["model_params"]["discriminator_params"]["scales"] == [1]  # key 'discs.1', as the original
+
+
+# ---------------------------------------------------------------- the two commands
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_import_animate_export(tmp_path):
+    source, config = write_official(tmp_path / "official", tiny_model_params("vox-adv-256"), "vox-adv-256",
+                                    frame_size=SIZE)
+    done = run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)
+    assert "vox-adv-256-cpk.pth.tar, epoch 99 with vox-adv-256.yaml -> vox-adv.pt" in done.stdout
+    assert "kp_detector, generator, discriminator; 4 keypoints, trained at 64 px" in done.stdout
+    run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)  # own output
+
+    # Every fomm command takes it as it is: animate a source image with a driving video.
+    make_image(tmp_path / "source.png")
+    make_video(tmp_path / "driving.mp4", frames=6)
+    run_cli(["animate", "--checkpoint", "vox-adv.pt", "--source", "source.png", "--driving", "driving.mp4",
+             "--out", "animated.mp4", "--device", "cpu"], tmp_path)
+    assert int(ffprobe_streams(tmp_path / "animated.mp4")["video"]["nb_frames"]) == 6
+
+    done = run_cli(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"], tmp_path)
+    assert "-> mine.pth.tar (kp_detector, generator, discriminator) and mine.yaml" in done.stdout
+    assert (tmp_path / "mine.yaml").read_text().startswith("# Written by fomm export-checkpoint from vox-adv.pt")
+    run_cli(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"], tmp_path)
+
+
+def test_cli_refuses_without_touching_anything(tmp_path):
+    source, config = write_official(tmp_path, tiny_model_params("vox-256"))
+    precious = tmp_path / "precious.pt"
+    precious.write_bytes(b"somebody's file")
+    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(precious)],
+                            tmp_path, check=False), "precious.pt exists and was not written by `fomm import-checkpoint`")
+    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(source)],
+                            tmp_path, check=False), "is the input")
+    _one_line_error(run_cli(["import-checkpoint", str(config), "--config", str(config), "--out", "x.pt"],
+                            tmp_path, check=False), "cannot read checkpoint")
+    save_tiny_checkpoint(tmp_path / "ours.pt")
+    _one_line_error(run_cli(["export-checkpoint", "ours.pt", "--out", "x.pth.tar", "--config-out", "x.yaml"],
+                            tmp_path, check=False), "the original code cannot run this model", "model.downsample")
+    run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "imported.pt"], tmp_path)
+    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "precious.pt", "--config-out", "x.yaml"],
+                            tmp_path, check=False), "precious.pt exists and was not written by `fomm export-checkpoint`")
+    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "x.pth.tar", "--config-out",
+                             str(config)], tmp_path, check=False), "--config-out", "was not written by")
+    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "x.yaml", "--config-out", "x.yaml"],
+                            tmp_path, check=False), "the same file")
+    assert precious.read_bytes() == b"somebody's file"
+    assert not any((tmp_path / name).exists() for name in ("x.pt", "x.pth.tar", "x.yaml"))

@@ -7,12 +7,13 @@ training sections, ``convert`` reads and writes the files.
 
 from .config import (ORIGINAL_CONVENTIONS, frame_size_from_official, model_config_from_official,
                      official_model_params, train_sections_from_official, unexpressible_conventions)
-from .convert import (ImportedCheckpoint, export_checkpoint, import_checkpoint, official_tensor_shapes,
-                      read_official_config)
+from .convert import (ImportedCheckpoint, export_checkpoint, import_checkpoint, is_exported_checkpoint,
+                      is_exported_config, is_imported_checkpoint, official_tensor_shapes, read_official_config)
 
 __all__ = [
     "ORIGINAL_CONVENTIONS", "ImportedCheckpoint", "export_checkpoint", "frame_size_from_official",
-    "import_checkpoint", "model_config_from_official", "official_model_params", "official_tensor_shapes",
+    "import_checkpoint", "is_exported_checkpoint", "is_exported_config", "is_imported_checkpoint",
+    "model_config_from_official", "official_model_params", "official_tensor_shapes",
     "read_official_config",
     "train_sections_from_official", "unexpressible_conventions",
 ]

@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from ..atomic import atomic_path, write_text_atomic
-from ..checkpoint import FORMAT, checkpoint_model_config, cpu_state_dict, read_checkpoint, save_checkpoint
+from ..checkpoint import (FORMAT, checkpoint_model_config, cpu_state_dict, read_checkpoint, save_checkpoint,
+                          weights_sha256)
 from ..config import ConfigError, to_mapping
 from ..errors import FommError
 from ..model_config import ModelConfig
@@ -31,6 +32,8 @@ from .config import (ADAM_BETAS, frame_size_from_official, model_config_from_off
                      official_train_params, unexpressible_conventions)
 
 OPTIMIZER_KEYS = {name: f"optimizer_{name}" for name in layout.NETWORKS}
+EXPORT_MARK = "fomm_export"  # extra top-level key of our exports (the original code reads only its own keys)
+CONFIG_HEADER = "# Written by fomm export-checkpoint"
 KERNEL_TOLERANCE = 1e-5
 DEFAULT_LR = 2e-4  # every original config's learning rate; used for fresh optimizer states
 
@@ -52,6 +55,7 @@ class ImportedCheckpoint(NamedTuple):
     frame_size: int
     networks: list[str]  # which networks the file held
     epoch: int | None
+    fomm_sha256: str  # weights_sha256 of the written checkpoint
 
 
 def read_official_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -150,7 +154,37 @@ def import_checkpoint(source: str | os.PathLike, config_path: str | os.PathLike,
                           "config_sha256": sha256_of_file(config_path), "epoch": epoch, "config": _plain(official)},
     }
     save_checkpoint(out, model_config=config, models={n: modules[n] for n in networks}, extra=extra)
-    return ImportedCheckpoint(out, config, frame_size, networks, epoch)
+    identity = weights_sha256({n: cpu_state_dict(modules[n]) for n in ("kp_detector", "generator")}, out)
+    return ImportedCheckpoint(out, config, frame_size, networks, epoch, identity)
+
+
+def _peek(path: Path) -> Any:
+    """The torch file's top level without reading its tensors (None when it is not one)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any unreadable file is simply not ours
+        return None
+
+
+def is_imported_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a file ``import_checkpoint`` wrote (an output it may replace)."""
+    state = _peek(Path(path))
+    return isinstance(state, dict) and state.get("format") == FORMAT and "imported_from" in state
+
+
+def is_exported_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a file ``export_checkpoint`` wrote."""
+    state = _peek(Path(path))
+    return isinstance(state, dict) and EXPORT_MARK in state
+
+
+def is_exported_config(path: str | os.PathLike) -> bool:
+    """True for a YAML ``export_checkpoint`` wrote (its first line says so)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(CONFIG_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 # ---------------------------------------------------------------- export
@@ -277,7 +311,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
         official[OPTIMIZER_KEYS[name]] = _official_optimizer(name, modules[name], optimizers.get(name), lr,
                                                              scale_keys)
     official["epoch"] = _official_epoch(state)
+    official[EXPORT_MARK] = {"source": checkpoint.name, "fomm_sha256": weights_sha256(state, checkpoint)}
     with atomic_path(out) as tmp:
         torch.save(official, tmp)
-    write_text_atomic(config_out, yaml.safe_dump(yaml_config, sort_keys=False))
+    header = (f"{CONFIG_HEADER} from {checkpoint.name}: the original first-order-model code's config for "
+              f"{out.name}.\n")
+    write_text_atomic(config_out, header + yaml.safe_dump(yaml_config, sort_keys=False))
     return networks
