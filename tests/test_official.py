@@ -95,6 +95,18 @@ def test_import_animate_export_round_trip(tmp_path, name, legacy):
         assert all(torch.equal(first[network][k], again[network][k]) for k in first[network])
 
 
+def test_the_full_size_published_model_imports_and_animates_at_256_px(tmp_path):
+    # The real vox-adv-256 layout (60M parameters, legacy torch format as published), once.
+    source, config = write_official(tmp_path, OFFICIAL_MODEL_PARAMS["vox-adv-256"], "vox-adv-256",
+                                    with_optimizers=False)
+    imported = import_checkpoint(source, config, tmp_path / "vox-adv.pt")
+    assert imported.frame_size == 256 and imported.model_config.kp.heatmap_grid == "fresh"
+    kp, gen, *_ = load_inference_models(tmp_path / "vox-adv.pt")
+    frames = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    out = Animator(kp, gen, frames[:1])(frames[1:])
+    assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all()
+
+
 def test_files_without_discriminator_or_optimizers_import(tmp_path):
     params = tiny_model_params("vox-256")
     source, config_file = write_official(tmp_path, params, networks=("kp_detector", "generator"),
