@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from _inference_helpers import ffprobe_streams, make_image, make_video, run_cli, save_tiny_checkpoint
+from _inference_helpers import ffprobe_streams, make_image, make_video, run_cli, run_in_process, save_tiny_checkpoint
 from _official_helpers import (OFFICIAL_MODEL_PARAMS, official_layout, official_state, official_yaml,
                                tiny_model_params, write_official)
 from fomm_core.checkpoint import load_inference_models, read_checkpoint, save_checkpoint
@@ -298,43 +298,54 @@ def _one_line_error(result, *fragments: str) -> str:
 def test_cli_import_animate_export(tmp_path):
     source, config = write_official(tmp_path / "official", tiny_model_params("vox-adv-256"), "vox-adv-256",
                                     frame_size=SIZE)
-    done = run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)
+    done = run_in_process(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)
+    assert done.returncode == 0, done.stderr
     assert "vox-adv-256-cpk.pth.tar, epoch 99 with vox-adv-256.yaml -> vox-adv.pt" in done.stdout
     assert "kp_detector, generator, discriminator; 4 keypoints, trained at 64 px" in done.stdout
-    run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)  # own output
+    again = run_in_process(["import-checkpoint", str(source), "--config", str(config), "--out", "vox-adv.pt"], tmp_path)
+    assert again.returncode == 0, again.stderr  # its own earlier output is replaced
 
-    # Every fomm command takes it as it is: animate a source image with a driving video.
+    # Every fomm command takes it as it is: animate a source image with a driving video (a real process).
     make_image(tmp_path / "source.png")
     make_video(tmp_path / "driving.mp4", frames=6)
     run_cli(["animate", "--checkpoint", "vox-adv.pt", "--source", "source.png", "--driving", "driving.mp4",
              "--out", "animated.mp4", "--device", "cpu"], tmp_path)
     assert int(ffprobe_streams(tmp_path / "animated.mp4")["video"]["nb_frames"]) == 6
 
-    done = run_cli(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"], tmp_path)
+    done = run_in_process(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"],
+                     tmp_path)
+    assert done.returncode == 0, done.stderr
     assert "-> mine.pth.tar (kp_detector, generator, discriminator) and mine.yaml" in done.stdout
     assert (tmp_path / "mine.yaml").read_text().startswith("# Written by fomm export-checkpoint from vox-adv.pt")
-    run_cli(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"], tmp_path)
+    again = run_in_process(["export-checkpoint", "vox-adv.pt", "--out", "mine.pth.tar", "--config-out", "mine.yaml"],
+                      tmp_path)
+    assert again.returncode == 0, again.stderr
 
 
 def test_cli_refuses_without_touching_anything(tmp_path):
     source, config = write_official(tmp_path, tiny_model_params("vox-256"))
     precious = tmp_path / "precious.pt"
     precious.write_bytes(b"somebody's file")
-    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(precious)],
-                            tmp_path, check=False), "precious.pt exists and was not written by `fomm import-checkpoint`")
-    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(source)],
-                            tmp_path, check=False), "is the input")
-    _one_line_error(run_cli(["import-checkpoint", str(config), "--config", str(config), "--out", "x.pt"],
-                            tmp_path, check=False), "cannot read checkpoint")
+    refused = {
+        ("import-checkpoint", str(source), "--config", str(config), "--out", str(precious)):
+            "precious.pt exists and was not written by `fomm import-checkpoint`",
+        ("import-checkpoint", str(source), "--config", str(config), "--out", str(source)): "is the input",
+        ("import-checkpoint", str(config), "--config", str(config), "--out", "x.pt"): "cannot read checkpoint",
+        ("export-checkpoint", "ours.pt", "--out", "x.pth.tar", "--config-out", "x.yaml"):
+            "the original code cannot run this model: model.downsample",
+        ("export-checkpoint", "imported.pt", "--out", "precious.pt", "--config-out", "x.yaml"):
+            "precious.pt exists and was not written by `fomm export-checkpoint`",
+        ("export-checkpoint", "imported.pt", "--out", "x.pth.tar", "--config-out", str(config)):
+            "--config-out",
+        ("export-checkpoint", "imported.pt", "--out", "x.yaml", "--config-out", "x.yaml"): "the same file",
+    }
     save_tiny_checkpoint(tmp_path / "ours.pt")
-    _one_line_error(run_cli(["export-checkpoint", "ours.pt", "--out", "x.pth.tar", "--config-out", "x.yaml"],
-                            tmp_path, check=False), "the original code cannot run this model", "model.downsample")
-    run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", "imported.pt"], tmp_path)
-    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "precious.pt", "--config-out", "x.yaml"],
-                            tmp_path, check=False), "precious.pt exists and was not written by `fomm export-checkpoint`")
-    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "x.pth.tar", "--config-out",
-                             str(config)], tmp_path, check=False), "--config-out", "was not written by")
-    _one_line_error(run_cli(["export-checkpoint", "imported.pt", "--out", "x.yaml", "--config-out", "x.yaml"],
-                            tmp_path, check=False), "the same file")
+    assert run_in_process(["import-checkpoint", str(source), "--config", str(config), "--out", "imported.pt"],
+                     tmp_path).returncode == 0
+    for args, message in refused.items():
+        _one_line_error(run_in_process(list(args), tmp_path), message)
+    # The real process too: one line on stderr, exit code 2.
+    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(precious)],
+                            tmp_path, check=False), "was not written by `fomm import-checkpoint`")
     assert precious.read_bytes() == b"somebody's file"
     assert not any((tmp_path / name).exists() for name in ("x.pt", "x.pth.tar", "x.yaml"))

@@ -14,7 +14,7 @@ from fomm_core.models import build_models
 from fomm_core.talker import (Syncers, Talker, keypoints_path, save_clip_keypoints, save_syncers_checkpoint,
                               save_talker_checkpoint)
 
-from _inference_helpers import run_cli, save_tiny_checkpoint, tiny_model_config
+from _inference_helpers import run_cli, run_in_process, save_tiny_checkpoint, tiny_model_config
 from _talker_helpers import fake_shard_store, tiny_model, tiny_syncer, tiny_train
 
 
@@ -33,7 +33,7 @@ def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "index.parquet").write_bytes(b"")
-    one_line_error(run_cli(["train-syncer", "--shards", str(shards), "--keypoints", "nokp"], tmp_path, check=False),
+    one_line_error(run_in_process(["train-syncer", "--shards", str(shards), "--keypoints", "nokp"], tmp_path),
                    "artifacts/train/checkpoint.pt: FOMM checkpoint not found", "talker_fomm.checkpoint")
     save_tiny_checkpoint(tmp_path / "fomm.pt")
     one_line_error(run_cli(["train-syncer", "--shards", str(shards), "--keypoints", "nokp", "--checkpoint", "fomm.pt"],
@@ -50,7 +50,7 @@ def test_talker_and_syncer_settings_must_agree(tmp_path):
     save_tiny_checkpoint(tmp_path / "fomm.pt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "talker_model": to_mapping(tiny_model(num_kp=10, n_mels=20)), "talker_train": {}}))
-    result = run_cli(["train-talker", "--syncers", str(syncers), "--checkpoint", "fomm.pt"], tmp_path, check=False)
+    result = run_in_process(["train-talker", "--syncers", str(syncers), "--checkpoint", "fomm.pt"], tmp_path)
     one_line_error(result, "talker_model does not match the syncers", "n_mels")
 
 
@@ -116,8 +116,8 @@ def test_train_talker_refuses_a_fomm_of_another_keypoint_count_before_writing(ta
     root, sha = talker_project
     save_syncers(root / "syncers.pt", sha)
     other_fomm(root / "fomm15.pt", num_kp=15)
-    result = run_cli(["train-talker", "--shards", "shards", "--keypoints", "kp", "--syncers", "syncers.pt",
-                      "--checkpoint", "fomm15.pt", "--out", "talker", "--no-mlflow"], root, check=False)
+    result = run_in_process(["train-talker", "--shards", "shards", "--keypoints", "kp", "--syncers", "syncers.pt",
+                      "--checkpoint", "fomm15.pt", "--out", "talker", "--no-mlflow"], root)
     one_line_error(result, "fomm15.pt detects 15 keypoints but talker_model.num_kp", "is 10")
     assert not (root / "talker").exists()
 
@@ -128,17 +128,17 @@ def test_talker_stages_refuse_files_of_another_fomm_run(talker_project):
     common = ["--shards", "shards", "--keypoints", "kp", "--no-mlflow"]
 
     # train-syncer: keypoints of the params' FOMM only.
-    result = run_cli(["train-syncer", *common, "--checkpoint", "other.pt", "--out", "syncer"], root, check=False)
+    result = run_in_process(["train-syncer", *common, "--checkpoint", "other.pt", "--out", "syncer"], root)
     one_line_error(result, f"FOMM weights differ: the keypoints in kp has {sha[:12]}",
                    f"the FOMM checkpoint other.pt has {other[:12]}", "rerun `fomm extract-keypoints`")
     assert not (root / "syncer").exists()
 
     # train-talker: syncers trained on another FOMM's keypoints, or before hashes were recorded.
     save_syncers(root / "other_syncers.pt", other)
-    result = run_cli(["train-talker", *common, "--syncers", "other_syncers.pt", "--out", "talker"], root, check=False)
+    result = run_in_process(["train-talker", *common, "--syncers", "other_syncers.pt", "--out", "talker"], root)
     one_line_error(result, f"the syncers other_syncers.pt has {other[:12]}", "rerun `fomm train-syncer`")
     save_syncers(root / "old_syncers.pt", "")
-    result = run_cli(["train-talker", *common, "--syncers", "old_syncers.pt", "--out", "talker"], root, check=False)
+    result = run_in_process(["train-talker", *common, "--syncers", "old_syncers.pt", "--out", "talker"], root)
     one_line_error(result, "old_syncers.pt records no FOMM checkpoint", "rerun `fomm train-syncer`")
     assert not (root / "talker").exists()
 
@@ -147,7 +147,7 @@ def test_talker_stages_refuse_files_of_another_fomm_run(talker_project):
     talker = Talker(tiny_model())
     talker.fomm_sha256 = other
     save_talker_checkpoint(root / "talker.pt", talker)
-    result = run_cli(["evaluate-talker", *common, "--talker", "talker.pt", "--syncers", "syncers.pt",
-                      "--out", "eval"], root, check=False)
+    result = run_in_process(["evaluate-talker", *common, "--talker", "talker.pt", "--syncers", "syncers.pt",
+                      "--out", "eval"], root)
     one_line_error(result, f"the talker talker.pt has {other[:12]}", "rerun `fomm train-talker`")
     assert not (root / "eval").exists()

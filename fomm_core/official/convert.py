@@ -35,7 +35,7 @@ OPTIMIZER_KEYS = {name: f"optimizer_{name}" for name in layout.NETWORKS}
 EXPORT_MARK = "fomm_export"  # extra top-level key of our exports (the original code reads only its own keys)
 CONFIG_HEADER = "# Written by fomm export-checkpoint"
 KERNEL_TOLERANCE = 1e-5
-DEFAULT_LR = 2e-4  # every original config's learning rate; used for fresh optimizer states
+DEFAULT_LR = 2e-4  # every original config's learning rate: for fresh optimizer states of YAMLs without one
 
 
 def _plain(value: Any) -> Any:
@@ -296,7 +296,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
                   for s in yaml_config["model_params"]["discriminator_params"]["scales"]}
     modules = dict(zip(layout.NETWORKS, build_models(config)))
     networks = [n for n in layout.NETWORKS if n in state]
-    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
+    train_params = yaml_config.get("train_params") if isinstance(yaml_config.get("train_params"), dict) else {}
     optimizers = state.get("optimizers") if isinstance(state.get("optimizers"), dict) else {}
     official: dict[str, Any] = {}
     for name in networks:
@@ -307,7 +307,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
                             f"({str(exc).splitlines()[0]})") from None
         official[name] = _official_state(name, modules[name], config, scale_keys)
     for name in networks:
-        lr = train_config.get(f"lr_{name}", DEFAULT_LR)
+        lr = train_params.get(f"lr_{name}", DEFAULT_LR)
         official[OPTIMIZER_KEYS[name]] = _official_optimizer(name, modules[name], optimizers.get(name), lr,
                                                              scale_keys)
     official["epoch"] = _official_epoch(state)
