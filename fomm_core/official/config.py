@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from ..config import ConfigError, from_mapping
 from ..model_config import ModelConfig
+from .layout import official_scale_key, project_scale_key
 
 # Keyword arguments of the original modules and their defaults (None: no default).
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -99,8 +100,6 @@ def model_config_from_official(config: Mapping, where: str = "config") -> tuple[
                           "use_kp": disc["use_kp"], "kp_variance": disc["kp_variance"]},
     }
     model = from_mapping(ModelConfig, mapping, where)
-    from .layout import official_scale_key, project_scale_key
-
     scale_keys = {project_scale_key(float(s)): official_scale_key(s) for s in scales}
     return model, scale_keys
 
