@@ -481,4 +481,5 @@ def test_bad_params_name_the_key(tmp_path):
     params.write_text("metadata:\n  min_frames: 0\n")
     with pytest.raises(FommError, match="min_frames must be at least 1"):
         load_section(params, "metadata", MetadataConfig)
-    assert load_section(tmp_path / "params.yaml", "other", MetadataConfig) == MetadataConfig()
+    params.write_text("synth:\n  seed: 1\n")  # no metadata section: the defaults, with a note
+    assert load_section(params, "metadata", MetadataConfig) == MetadataConfig()
