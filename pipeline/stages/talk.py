@@ -189,7 +189,7 @@ def load_renderer(model_dir: Path, device: str, precision: str, batch_size: int)
     # The talker's thousands of tiny sequential steps run best on one CPU thread (see
     # fomm_core.talker.threads); only the renderer goes to the accelerator.
     talker = load_talker_checkpoint(talker_path, "cpu")
-    kp_detector, generator, config, frame_size, _, fomm_sha256 = load_inference_models(fomm_path, dev)  # noqa: E501
+    kp_detector, generator, config, frame_size, _, fomm_sha256 = load_inference_models(fomm_path, dev)
     if config.num_kp != talker.config.num_kp:
         raise FommError(f"{fomm_path} detects {config.num_kp} keypoints but {talker_path} was trained on "
                         f"{talker.config.num_kp}; use the FOMM checkpoint the talker was trained with")
