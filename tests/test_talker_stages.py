@@ -148,6 +148,12 @@ def test_talker_stages_refuse_files_of_another_fomm_run(talker_project):
     talker.fomm_sha256 = other
     save_talker_checkpoint(root / "talker.pt", talker)
     result = run_in_process(["evaluate-talker", *common, "--talker", "talker.pt", "--syncers", "syncers.pt",
-                      "--out", "eval"], root)
+                             "--fomm", "fomm.pt", "--out", "eval"], root)
     one_line_error(result, f"the talker talker.pt has {other[:12]}", "rerun `fomm train-talker`")
+    # ...or the right talker with another FOMM's renderer.
+    talker.fomm_sha256 = sha
+    save_talker_checkpoint(root / "talker.pt", talker)
+    result = run_in_process(["evaluate-talker", *common, "--talker", "talker.pt", "--syncers", "syncers.pt",
+                             "--fomm", "other.pt", "--out", "eval"], root)
+    one_line_error(result, f"the renderer other.pt has {other[:12]}", "rerun `fomm train-talker`")
     assert not (root / "eval").exists()
