@@ -138,6 +138,30 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAM_BATCH], synchronous=True)
 
 
+def check_store(root: str | os.PathLike | None = None) -> None:
+    """One line instead of MLflow's tracebacks when the store's sqlite file is damaged.
+
+    Called before a stage builds its models or reads its data, so a broken store stops a
+    run before any work. ``PRAGMA quick_check`` reads the whole file: damage in the middle
+    would otherwise surface only when a metric lands on that page, mid-training.
+    """
+    import sqlite3
+
+    from fomm_core.errors import FommError
+
+    db = mlflow_dir(root) / "mlflow.db"
+    if not db.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise FommError(f"{db}: the MLflow store is damaged ({verdict.splitlines()[-1].strip()}); move it away to "
+                        "start a new store, point --mlflow-dir elsewhere, or pass --no-mlflow")
+
+
 def client(root: str | os.PathLike | None = None):
     """An ``MlflowClient`` on the project's store (created on first use)."""
     offline_environment()

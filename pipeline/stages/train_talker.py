@@ -15,10 +15,13 @@ from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
 from pipeline.metrics_file import finite_numbers, write_metrics_json
-from pipeline.stages.talker_common import CHECKPOINT_HELP, fomm_checkpoint, load_clips
+from pipeline.stages.talker_common import (CHECKPOINT_HELP, fomm_checkpoint, load_clips, progress_and_curve,
+                                           require_clip_inputs)
 
 TALKER_NAME = "talker.pt"
 FOMM_NAME = "fomm.pt"
+METRICS_NAME = "talker_metrics.json"
+CURVE_NAME = "talker_losses.tsv"
 
 
 @user_errors
@@ -29,7 +32,7 @@ def command(
     checkpoint: Path = typer.Option(None, "--checkpoint",
                                     help=CHECKPOINT_HELP + " Its detector and generator are copied into OUT/fomm.pt."),
     out: Path = typer.Option(Path("artifacts/talker"), "--out",
-                             help="Model folder for fomm talk: talker.pt, fomm.pt, talker_metrics.json."),
+                             help="Model folder for fomm talk: talker.pt, fomm.pt, talker_metrics.json, talker_losses.tsv."),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params",
                                 help="params.yaml; reads talker_fomm, talker_model and talker_train."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
@@ -40,6 +43,8 @@ def command(
     Teacher forcing first, then free-running rollouts with the temporal GAN, the frozen
     syncers' multi-scale sync loss and small L2 terms.
     """
+    from fomm_core.outputs import check_output_dir, claim_output_dir
+    from fomm_core.talker.training import TALKER_METRICS
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
@@ -57,22 +62,29 @@ def command(
         check_compatible(model_config, sync_models.config)
     except ValueError as exc:
         raise FommError(f"{params}: talker_model does not match the syncers in {syncers} ({exc})") from None
+    require_clip_inputs(shards, keypoints)
+    if mlflow:
+        tracking.check_store(mlflow_dir)
+    inputs = (shards, keypoints, syncers, checkpoint, params)
+    legacy = (TALKER_NAME, FOMM_NAME, METRICS_NAME)
+    check_output_dir(out, "train-talker", inputs, legacy=legacy)
     clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, log_line)
     fomm_sha256 = require_same_fomm(
         Recorded(f"the FOMM checkpoint {checkpoint}", fomm.fomm_sha256, ""),
         Recorded(f"the keypoints in {keypoints}", clips.fomm_sha256, "fomm extract-keypoints"),
         Recorded(f"the syncers {syncers}", sync_models.fomm_sha256, "fomm train-syncer"))
+    claim_output_dir(out, "train-talker", inputs, legacy=legacy)  # only now is anything written
     run_params = {"talker_model": to_mapping(model_config), "talker_train": to_mapping(train_config)}
     tags = {"shards_sha256": shards_fingerprint(shards), "syncers": str(syncers.resolve()), "fomm_sha256": fomm_sha256}
     with tracking.tracked_run("train-talker", run_params, tags, enabled=mlflow, root=mlflow_dir) as logger:
-        talker, metrics = train_talker(clips, sync_models, train_config, log=log_line, logger=logger,
-                                       model_config=model_config)
+        with progress_and_curve("train-talker", train_config.steps, out / CURVE_NAME, TALKER_METRICS) as on_step:
+            talker, metrics = train_talker(clips, sync_models, train_config, log=log_line, logger=logger,
+                                           model_config=model_config, on_step=on_step)
         talker.fomm_sha256 = fomm_sha256
-        out.mkdir(parents=True, exist_ok=True)
         save_talker_checkpoint(out / TALKER_NAME, talker)
         write_inference_copy(checkpoint, out / FOMM_NAME)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
-        write_metrics_json(out / "talker_metrics.json", metrics)
+        write_metrics_json(out / METRICS_NAME, metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, train_config.steps)
         logger.log_artifact(out / TALKER_NAME)
     summary(f"train-talker: {train_config.steps} steps on {len(clips)} clips; "
