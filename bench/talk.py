@@ -61,7 +61,7 @@ def build_untrained(model_dir: Path) -> str:
     import torch
     import yaml
 
-    from fomm_core.checkpoint import save_checkpoint
+    from fomm_core.checkpoint import read_weights_sha256, save_checkpoint
     from fomm_core.config import from_mapping
     from fomm_core.model_config import ModelConfig
     from fomm_core.models import build_models
@@ -74,13 +74,14 @@ def build_untrained(model_dir: Path) -> str:
     talker = Talker(talker_config)
     for branch in [*talker.audio_branches, talker.free_branch]:  # zero-initialised: would stand still
         torch.nn.init.normal_(branch.net[-1].weight, std=0.05)
-    save_talker_checkpoint(model_dir / "talker.pt", talker.eval())
     model_config = from_mapping(ModelConfig, params["model"], "model")
     kp_detector, generator, _ = build_models(model_config)
     size = int(params.get("train", {}).get("frame_size", 256))
     save_checkpoint(model_dir / "fomm.pt", model_config=model_config,
                     models={"kp_detector": kp_detector, "generator": generator},
                     extra={"train_config": {"frame_size": size}})
+    talker.fomm_sha256 = read_weights_sha256(model_dir / "fomm.pt")  # a model folder `fomm talk` accepts
+    save_talker_checkpoint(model_dir / "talker.pt", talker.eval())
     return (f"untrained: talker_model {'from params.yaml' if section else 'defaults'}, "
             f"FOMM params.yaml model at {size} px")
 

@@ -26,10 +26,15 @@ def keypoints_to_gaussian(keypoints: torch.Tensor, height: int, width: int, vari
     return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
 
 
-def warp(image: torch.Tensor, sampling_grid: torch.Tensor) -> torch.Tensor:
-    """Backward warp: output(p) = image(sampling_grid(p)), grid (B, H, W, 2) in [-1, 1]."""
+def warp(image: torch.Tensor, sampling_grid: torch.Tensor, resize_align_corners: bool = True) -> torch.Tensor:
+    """Backward warp: output(p) = image(sampling_grid(p)), grid (B, H, W, 2) in [-1, 1].
+
+    A grid of another size is first resized bilinearly to the image's, with
+    ``resize_align_corners`` (False reproduces the original FOMM code; see GeneratorConfig).
+    """
     if sampling_grid.shape[1:3] != image.shape[2:]:
         sampling_grid = F.interpolate(
-            sampling_grid.permute(0, 3, 1, 2), size=image.shape[2:], mode="bilinear", align_corners=True
+            sampling_grid.permute(0, 3, 1, 2), size=image.shape[2:], mode="bilinear",
+            align_corners=resize_align_corners,
         ).permute(0, 2, 3, 1)
     return F.grid_sample(image, sampling_grid, mode="bilinear", padding_mode="zeros", align_corners=True)

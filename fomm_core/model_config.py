@@ -1,8 +1,11 @@
 """Typed settings for the First Order Motion Model networks, with two profiles.
 
-The defaults are the paper's ``vox-256`` configuration (Siarohin et al., NeurIPS 2019), so
-``ModelConfig()`` is the published model. :func:`small_model_config` is a much cheaper
-variant for CPU training on the embedded synthetic data set. Both load from plain mappings
+The defaults are the layer sizes of the paper's ``vox-256`` model (Siarohin et al., NeurIPS
+2019) with this project's coordinate conventions (see ``downsample``, ``kp.heatmap_grid``,
+``generator.flow_resize_align_corners``). The published models themselves, conventions
+included, are what :mod:`fomm_core.official` builds from their YAML files (and the
+``fomm profile`` settings). :func:`small_model_config` is a much cheaper variant for CPU
+training on the embedded synthetic data set. Both load from plain mappings
 through :func:`fomm_core.config.from_mapping`; ``validate`` rejects values that would only
 fail later inside a convolution.
 """
@@ -10,6 +13,7 @@ fail later inside a convolution.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 def _check_positive(**values: float) -> None:
@@ -33,6 +37,12 @@ class KeypointDetectorConfig:
     temperature: float = 0.1
     scale_factor: float = 0.25
     pad: int = 0  # padding of the 7x7 heads; 0 (the paper's) gives a map 6 px smaller
+    # One 2x2 Jacobian map shared by all keypoints (the original mgif-256 model) instead of one each.
+    single_jacobian_map: bool = False
+    # Coordinates of the (smaller, unpadded) heatmap's pixels: "cropped" keeps each pixel at its
+    # input-map coordinate (this project); "fresh" stretches a new [-1, 1] grid over the heatmap,
+    # as the original code does and its published weights were trained with.
+    heatmap_grid: Literal["cropped", "fresh"] = "cropped"
 
     def validate(self) -> None:
         _check_positive(
@@ -72,6 +82,10 @@ class GeneratorConfig:
     num_bottleneck_blocks: int = 6
     estimate_occlusion_map: bool = True
     dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
+    # When the dense-motion map and the encoded features differ in size, the flow and occlusion
+    # are resized bilinearly with align_corners=True (this project's convention) or False (what
+    # the original code does; only matters when num_down_blocks != log2(1 / scale_factor)).
+    flow_resize_align_corners: bool = True
 
     def validate(self) -> None:
         _check_positive(
@@ -109,11 +123,18 @@ class DiscriminatorConfig:
 
 @dataclass
 class ModelConfig:
-    """The whole model; ``num_kp``, ``num_channels`` and ``estimate_jacobian`` are shared."""
+    """The whole model; ``num_kp``, ``num_channels`` and ``estimate_jacobian`` are shared.
+
+    ``downsample`` is how every anti-aliased downscale (detector, dense motion, discriminator
+    scales) samples the blurred image: "bilinear" resizes with align_corners=True, so pixel
+    centres keep their [-1, 1] coordinates across scales (this project); "strided" keeps
+    every (1/scale)-th pixel, as the original code does and its published weights expect.
+    """
 
     num_kp: int = 10
     num_channels: int = 3
     estimate_jacobian: bool = True
+    downsample: Literal["bilinear", "strided"] = "bilinear"
     kp: KeypointDetectorConfig = field(default_factory=KeypointDetectorConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -123,7 +144,7 @@ class ModelConfig:
 
 
 def vox256_model_config() -> ModelConfig:
-    """The paper's vox-256 model (the dataclass defaults), named for readability."""
+    """The paper's vox-256 layer sizes (the dataclass defaults), named for readability."""
     return ModelConfig()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from .stages import (
-    animate, crop, demo, download, evaluate, evaluate_talker, extract_keypoints, find_crops, metadata, profile, shard,
-    synth, talk, train, train_syncer, train_talker, tubes, ui,
+    animate, crop, demo, download, evaluate, evaluate_talker, export_checkpoint, extract_keypoints, find_crops,
+    import_checkpoint, metadata, profile, shard, synth, talk, train, train_syncer, train_talker, tubes, ui,
 )
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app.command("animate")(animate.command)
 app.command("find-crops")(find_crops.command)
 app.command("demo")(demo.command)
 app.command("profile")(profile.command)
+app.command("import-checkpoint")(import_checkpoint.command)
+app.command("export-checkpoint")(export_checkpoint.command)
 # Audio-driven talker
 app.command("extract-keypoints")(extract_keypoints.command)
 app.command("train-syncer")(train_syncer.command)

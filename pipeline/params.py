@@ -20,7 +20,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 KNOWN_SECTIONS = (
     "synth", "metadata", "download", "tubes", "crop", "shard",
     "model", "losses", "train", "evaluate", "demo",
-    "talker_model", "syncer", "talker_train", "talker_eval",
+    "talker_fomm", "talker_model", "syncer", "talker_train", "talker_eval",
 )
 
 

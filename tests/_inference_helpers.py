@@ -63,6 +63,26 @@ def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comple
     return result
 
 
+def run_in_process(args: list[str], cwd: Path):
+    """The `fomm` CLI in this process (no interpreter start-up): a result with returncode, stdout, stderr.
+
+    For tests that run many commands that stop early (refusals, errors); the real process is
+    still what :func:`run_cli` tests.
+    """
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(previous)
+    result.returncode = result.exit_code
+    return result
+
+
 def build_tiny_shards(root: Path) -> Path:
     """Run the real synth -> shard stages on a tiny synthetic config; returns the shard folder."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

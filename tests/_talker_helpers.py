@@ -10,9 +10,12 @@ frame's four feature frames (as the synthetic renderer does), and it moves two k
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fomm_core.audio import normalise_features
+from fomm_core.data.shards import ClipEntry, ShardStore
 from fomm_core.talker import SyncerConfig, TalkerClip, TalkerClips, TalkerModelConfig, TalkerTrainConfig
 from fomm_core.talker.threads import limited_threads
 
@@ -88,3 +91,23 @@ def tiny_train(**overrides) -> TalkerTrainConfig:
                     disc_hidden=16, log_every=3)
     settings.update(overrides)
     return TalkerTrainConfig(**settings)
+
+
+def fake_shard_store(root, clips, fps=25.0):
+    """A ShardStore index whose clips have features NPZs (no frames needed by the talker join).
+
+    ``clips``: (clip_id, partition, frames, logmel (T, 26)) tuples.
+    """
+    rows = []
+    for clip_id, partition, frames, logmel in clips:
+        rel = f"features/{partition}/{clip_id}.npz"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(root / rel, logmel=logmel, logmel_rate=np.float32(100.0),
+                 gt_mouth_open=np.linspace(0, 1, frames, dtype=np.float32))
+        rows.append(ClipEntry(clip_id=clip_id, person_id=clip_id.split("#")[0], video_id="vidAAAAAAAA",
+                              partition=partition, shard="shards/shard-00000.parquet", row_start=0, row_end=frames,
+                              num_frames=frames, fps=fps, image_format="png", height=8, width=8, features=rel,
+                              has_groundtruth=True))
+    table = pa.Table.from_pylist([vars(r) for r in rows])
+    pq.write_table(table, root / "index.parquet")
+    return ShardStore(root)

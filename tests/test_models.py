@@ -167,6 +167,64 @@ def test_anti_alias_resize_keeps_the_coordinate_convention():
     assert torch.allclose(small[0, 0, 8:-8, 8:-8], expected[8:-8, 8:-8], atol=1e-5)
 
 
+@pytest.mark.parametrize("scale,size", [(0.25, 64), (0.25, 66), (0.5, 33)])
+def test_strided_downsampling_is_the_original_codes(scale, size):
+    # The original: zero-padded 2-D Gaussian blur, then every int(1/scale)-th pixel from the first.
+    x = torch.rand(2, 3, size, size + 5, generator=torch.Generator().manual_seed(1))
+    sigma = (1 / scale - 1) / 2
+    k = 2 * round(sigma * 4) + 1
+    g = torch.exp(-(torch.arange(k, dtype=torch.float32) - (k - 1) / 2) ** 2 / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :]) / (g[:, None] * g[None, :]).sum()
+    blurred = torch.nn.functional.conv2d(x, kernel.expand(3, 1, k, k), padding=k // 2, groups=3)
+    step = int(1 / scale)
+    down = AntiAliasResize(3, scale, "strided")
+    assert torch.allclose(down(x), blurred[..., ::step, ::step], atol=1e-6)
+    assert down.output_size(size, size + 5) == tuple(blurred[..., ::step, ::step].shape[2:])
+    with pytest.raises(ValueError, match="mode must be"):
+        AntiAliasResize(3, scale, "nearest")
+
+
+def test_fresh_heatmap_grid_stretches_over_the_heatmap():
+    detector = KeypointDetector(num_kp=1, block_expansion=4, max_features=8, num_blocks=1, scale_factor=1.0,
+                                heatmap_grid="fresh")
+    grid = detector.heatmap_grid(20, 20, torch.device("cpu"))
+    assert torch.equal(grid, make_coordinate_grid(14, 14))  # the 14x14 heatmap spans [-1, 1] itself
+    assert grid[0, 0].tolist() == [-1.0, -1.0] and grid[-1, -1].tolist() == [1.0, 1.0]
+
+
+def test_single_jacobian_map_is_shared_by_all_keypoints():
+    torch.manual_seed(0)
+    detector = KeypointDetector(num_kp=3, block_expansion=4, max_features=8, num_blocks=2, scale_factor=0.5,
+                                single_jacobian_map=True)
+    assert detector.jacobian.out_channels == 4
+    with torch.no_grad():
+        detector.jacobian.weight.normal_(0, 0.1)
+    out = detector(images(2, 32))
+    features = detector.predictor(detector.down(images(2, 32)))
+    shared = detector.jacobian(features).view(2, 1, 4, *out["heatmap"].shape[2:])
+    expected = (out["heatmap"].unsqueeze(2) * shared).sum(dim=(3, 4)).view(2, 3, 2, 2)
+    assert torch.allclose(out["jacobian"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_flow_resize_convention(align):
+    # One down block (features at 1/2) with motion at 1/4: flow and occlusion are resized.
+    torch.manual_seed(0)
+    generator = OcclusionAwareGenerator(num_kp=2, block_expansion=4, max_features=8, num_down_blocks=1,
+                                        num_bottleneck_blocks=1,
+                                        dense_motion=DenseMotionConfig(block_expansion=4, max_features=8, num_blocks=2),
+                                        flow_resize_align_corners=align)
+    features = torch.rand(1, 4, 16, 16)
+    flow = make_coordinate_grid(8, 8).unsqueeze(0) * 0.9
+    occlusion = torch.rand(1, 1, 8, 8)
+    out = generator.deform_features(features, {"deformation": flow, "occlusion_map": occlusion}, {})
+    F = torch.nn.functional
+    big_flow = F.interpolate(flow.permute(0, 3, 1, 2), size=(16, 16), mode="bilinear", align_corners=align)
+    expected = F.grid_sample(features, big_flow.permute(0, 2, 3, 1), align_corners=True)
+    expected = expected * F.interpolate(occlusion, size=(16, 16), mode="bilinear", align_corners=align)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(16, 16), (22, 30)])
 def test_hourglass_output_channels_and_odd_sizes(size):
     hourglass = Hourglass(block_expansion=4, in_features=3, num_blocks=2, max_features=16)

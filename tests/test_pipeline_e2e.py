@@ -155,6 +155,14 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
             "shuffled_mouth_corr"} <= talker_metrics.keys()
     kp = np.load(next((project / "artifacts/keypoints/test").glob("*.npz")))
     assert kp["value"].shape[1:] == (5, 2) and kp["jacobian"].shape[1:] == (5, 2, 2)
+    # Every talker file records the FOMM weights it was made from: talker_fomm.checkpoint's.
+    from fomm_core.checkpoint import read_weights_sha256
+    from fomm_core.talker import load_syncers_checkpoint, load_talker_checkpoint
+
+    fomm = read_weights_sha256(project / "artifacts/train/checkpoint.pt")
+    assert str(kp["fomm_sha256"]) == fomm == read_weights_sha256(project / "artifacts/talker/fomm.pt")
+    assert load_syncers_checkpoint(project / "artifacts/syncer/syncers.pt").fomm_sha256 == fomm
+    assert load_talker_checkpoint(project / "artifacts/talker/talker.pt").fomm_sha256 == fomm
     for video in ("artifacts/demo/animation.mp4", "artifacts/talk/demo.mp4"):
         streams = ffprobe(project / video)
         assert {"video", "audio"} <= set(streams), video

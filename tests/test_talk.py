@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from fomm_core.checkpoint import read_weights_sha256
 from fomm_core.talker import KeypointStats, Talker, save_talker_checkpoint
 
 from _inference_helpers import ffprobe_streams, run_cli, save_tiny_checkpoint
@@ -45,8 +46,11 @@ def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
-def save_tiny_talker(path: Path) -> Path:
-    """An untrained tiny talker with random output layers (a zero-initialised one stands still)."""
+def save_tiny_talker(path: Path, fomm: Path) -> Path:
+    """An untrained tiny talker with random output layers (a zero-initialised one stands still).
+
+    It records ``fomm``'s weights as the FOMM it was trained on, as `fomm train-talker` does.
+    """
     torch.manual_seed(0)
     talker = Talker(tiny_model())
     for branch in [*talker.audio_branches, talker.free_branch]:
@@ -54,6 +58,7 @@ def save_tiny_talker(path: Path) -> Path:
     d = talker.config.kp_dim
     talker.set_stats(KeypointStats(mean=np.zeros(d, np.float32), std=np.ones(d, np.float32),
                                    motion_std=np.full(d, 0.05, np.float32), velocity_std=np.full(d, 0.01, np.float32)))
+    talker.fomm_sha256 = read_weights_sha256(fomm)
     save_talker_checkpoint(path, talker.eval())
     return path
 
@@ -63,8 +68,8 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("talk")
     models = root / "models"
     models.mkdir()
-    save_tiny_talker(models / "talker.pt")
     save_tiny_checkpoint(models / "fomm.pt", frame_size=FRAME)
+    save_tiny_talker(models / "talker.pt", models / "fomm.pt")
     audio, images = root / "audio", root / "images"
     audio.mkdir()
     images.mkdir()
@@ -162,6 +167,13 @@ def test_bad_inputs_are_one_line_errors(workspace):
     (root / "half_models" / "talker.pt").write_bytes((root / "models" / "talker.pt").read_bytes())
     one_line_error(run_cli(["talk", "--audio", "audio/carol.wav", *pair, "--model-dir", "half_models"], root,
                            check=False), "fomm.pt not found", "dvc repro train-talker")
+    # Same size, same keypoint count, other weights (another FOMM run): refused before rendering anything.
+    save_tiny_checkpoint(root / "half_models" / "fomm.pt", seed=1, frame_size=FRAME)
+    one_line_error(run_cli(["talk", "--audio", "audio/carol.wav", "--image", "images/alice.png", "--device", "cpu",
+                            "--model-dir", "half_models", "--out", "other_run.mp4"], root, check=False),
+                   "FOMM weights differ: the renderer half_models/fomm.pt has", "the talker half_models/talker.pt has",
+                   "rerun `dvc repro train-talker`")
+    assert not (root / "other_run.mp4").exists()
     assert not (root / "bad_out").exists() or list((root / "bad_out").iterdir()) == []
 
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from scipy.io import wavfile
 
 from fomm_core.config import ConfigError, from_mapping
-from fomm_core.data.shards import ClipEntry, ShardStore
 from fomm_core.errors import FommError
 from fomm_core.talker import (
     SyncerConfig, TalkerClips, TalkerModelConfig, TalkerTrainConfig, align_audio_to_video,
     audio_features_from_wav, audio_frames_per_video_frame, extract_clip_keypoints, keypoints_path, kp_to_vector,
     load_clip_keypoints, save_clip_keypoints, speech_features, vector_to_kp, video_frames_for,
 )
-from _talker_helpers import one_thread, synthetic_clips  # noqa: F401 (fixture)
+from _talker_helpers import fake_shard_store, one_thread, synthetic_clips  # noqa: F401 (fixture)
 
 
 # --------------------------------------------------------------------------- keypoint vectors
@@ -35,16 +34,21 @@ def test_vector_layout_and_round_trip():
         vector_to_kp(torch.zeros(4, 61))
 
 
+FOMM_A, FOMM_B = "a" * 64, "b" * 64  # weights hashes of two FOMM checkpoints
+
+
 def test_keypoint_file_round_trip_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     value, jacobian = rng.normal(size=(7, 10, 2)), rng.normal(size=(7, 10, 2, 2))
     path = keypoints_path(tmp_path, "train", "id00001#vidAAAAAAAA#000000#000007")
-    save_clip_keypoints(path, value, jacobian, 25.0)
+    save_clip_keypoints(path, value, jacobian, 25.0, FOMM_A)
     assert path.parent.name == "train" and path.name.endswith("#000007.npz")
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
     loaded = load_clip_keypoints(path)
     assert np.allclose(loaded["value"], value) and np.allclose(loaded["jacobian"], jacobian)
-    assert loaded["fps"] == 25.0 and loaded["value"].dtype == np.float32
+    assert loaded["fps"] == 25.0 and loaded["value"].dtype == np.float32 and loaded["fomm_sha256"] == FOMM_A
+    np.savez(tmp_path / "old.npz", value=value, jacobian=jacobian, fps=np.float32(25))  # before hashes were recorded
+    assert load_clip_keypoints(tmp_path / "old.npz")["fomm_sha256"] == ""
     with pytest.raises(FommError, match="not found"):
         load_clip_keypoints(tmp_path / "missing.npz")
     path.write_bytes(b"not an npz")
@@ -54,7 +58,7 @@ def test_keypoint_file_round_trip_and_errors(tmp_path):
         with pytest.raises(FommError, match="unsafe"):
             keypoints_path(tmp_path, "train", bad)
     with pytest.raises(ValueError):
-        save_clip_keypoints(tmp_path / "bad.npz", value, jacobian[:, :, 0], 25.0)
+        save_clip_keypoints(tmp_path / "bad.npz", value, jacobian[:, :, 0], 25.0, FOMM_A)
 
 
 def test_extract_keypoints_from_float_or_uint8_batches():
@@ -90,52 +94,41 @@ def test_alignment_is_computed_from_the_lengths():
         audio_frames_per_video_frame(100.0, 50.0, 4)
 
 
-def _fake_store(root, clips, fps=25.0):
-    """A ShardStore index whose clips have features NPZs (no frames needed by the talker join)."""
-    rows = []
-    for clip_id, partition, frames, logmel in clips:
-        rel = f"features/{partition}/{clip_id}.npz"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(root / rel, logmel=logmel, logmel_rate=np.float32(100.0),
-                 gt_mouth_open=np.linspace(0, 1, frames, dtype=np.float32))
-        rows.append(ClipEntry(clip_id=clip_id, person_id=clip_id.split("#")[0], video_id="vidAAAAAAAA",
-                              partition=partition, shard="shards/shard-00000.parquet", row_start=0, row_end=frames,
-                              num_frames=frames, fps=fps, image_format="png", height=8, width=8, features=rel,
-                              has_groundtruth=True))
-    table = pa.Table.from_pylist([vars(r) for r in rows])
-    pq.write_table(table, root / "index.parquet")
-    return ShardStore(root)
-
-
 def test_clips_from_store_join_trim_and_normalise(tmp_path):
     rng = np.random.default_rng(0)
     clip_id = "id00001#vidAAAAAAAA#000000#000025"
     silent = "id00002#vidBBBBBBBB#000000#000010"
     logmel = rng.normal(3.0, 2.0, size=(101, 26)).astype(np.float32)
-    store = _fake_store(tmp_path / "shards", [(clip_id, "train", 25, logmel),
+    store = fake_shard_store(tmp_path / "shards", [(clip_id, "train", 25, logmel),
                                               (silent, "train", 10, np.zeros((0, 26), np.float32))])
     kp_dir = tmp_path / "kp"
     value = rng.normal(size=(25, 10, 2)).astype(np.float32)
     jacobian = rng.normal(size=(25, 10, 2, 2)).astype(np.float32)
-    save_clip_keypoints(keypoints_path(kp_dir, "train", clip_id), value, jacobian, 25.0)
-    save_clip_keypoints(keypoints_path(kp_dir, "train", silent), value[:10], jacobian[:10], 25.0)
+    save_clip_keypoints(keypoints_path(kp_dir, "train", clip_id), value, jacobian, 25.0, FOMM_A)
+    save_clip_keypoints(keypoints_path(kp_dir, "train", silent), value[:10], jacobian[:10], 25.0, FOMM_A)
     clips = TalkerClips.from_store(store, kp_dir, "train")
     (clip,) = clips.clips
     assert clips.skipped == [(silent, "no audio")]
     assert clip.num_frames == 25 and clip.audio.shape == (100, 26) and clip.mouth_open.shape == (25,)
     assert np.allclose(clip.audio.mean(axis=0), 0, atol=1e-5) and np.isclose(np.abs(clip.audio).max(), 1.0)
     assert np.array_equal(clip.keypoints, kp_to_vector({"value": value, "jacobian": jacobian}))
+    assert clips.fomm_sha256 == FOMM_A
+    # a folder mixing two FOMM checkpoints' keypoints (same shapes) is refused, naming the clip
+    save_clip_keypoints(keypoints_path(kp_dir, "train", silent), value[:10], jacobian[:10], 25.0, FOMM_B)
+    with pytest.raises(FommError, match=f"clip {re.escape(silent)}: keypoints from FOMM weights bbbbbbbbbbbb but clip "
+                                        f"{re.escape(clip_id)}'s from aaaaaaaaaaaa"):
+        TalkerClips.from_store(store, kp_dir, "train")
     # keypoints from another extraction (frame count differs) are refused, not silently misaligned
-    save_clip_keypoints(keypoints_path(kp_dir, "train", clip_id), value[:20], jacobian[:20], 25.0)
+    save_clip_keypoints(keypoints_path(kp_dir, "train", clip_id), value[:20], jacobian[:20], 25.0, FOMM_A)
     with pytest.raises(FommError, match="rerun the keypoint stage"):
         TalkerClips.from_store(store, kp_dir, "train")
 
 
 def test_clips_from_store_refuse_a_frame_rate_that_does_not_divide(tmp_path):
     clip_id = "id00001#vidAAAAAAAA#000000#000030"
-    store = _fake_store(tmp_path / "shards", [(clip_id, "test", 30, np.zeros((100, 26), np.float32))], fps=30.0)
+    store = fake_shard_store(tmp_path / "shards", [(clip_id, "test", 30, np.zeros((100, 26), np.float32))], fps=30.0)
     save_clip_keypoints(keypoints_path(tmp_path / "kp", "test", clip_id), np.zeros((30, 10, 2)),
-                        np.zeros((30, 10, 2, 2)), 30.0)
+                        np.zeros((30, 10, 2, 2)), 30.0, FOMM_A)
     with pytest.raises(FommError, match="25 fps"):
         TalkerClips.from_store(store, tmp_path / "kp", "test")
 

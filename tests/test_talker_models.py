@@ -156,9 +156,10 @@ def test_talker_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         talker.kp_mean.uniform_()  # statistics are buffers: they must travel too
     path = tmp_path / "talker.pt"
+    talker.fomm_sha256 = "c" * 64
     save_talker_checkpoint(path, talker, extra={"metrics": {"talker/sync": -0.5}})
     loaded = load_talker_checkpoint(path)
-    assert loaded.config == talker.config and not loaded.training
+    assert loaded.config == talker.config and not loaded.training and loaded.fomm_sha256 == "c" * 64
     audio, source, _ = _inputs(9)
     with torch.no_grad():
         assert torch.equal(loaded.generate(audio, source), talker.generate(audio, source))
@@ -168,10 +169,11 @@ def test_talker_checkpoint_round_trip(tmp_path):
 def test_syncers_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     syncers = Syncers(tiny_syncer()).eval()
+    syncers.fomm_sha256 = "d" * 64
     save_syncers_checkpoint(tmp_path / "s.pt", syncers)
     loaded = load_syncers_checkpoint(tmp_path / "s.pt")
     windows = torch.randn(3, 60, 5)
-    assert loaded.config == syncers.config
+    assert loaded.config == syncers.config and loaded.fomm_sha256 == "d" * 64
     assert torch.equal(loaded.embed_kp(0, windows), syncers.embed_kp(0, windows))
 
 

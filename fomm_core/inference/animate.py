@@ -22,12 +22,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.spatial import ConvexHull, QhullError
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..models.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, warp_float
+from ..models.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 from ..models.dense_motion import inverse_2x2, matmul_2x2
 from ..models.generator import OcclusionAwareGenerator
 from ..models.keypoint_detector import KeypointDetector
@@ -115,13 +114,7 @@ def generate_from_cache(generator: OcclusionAwareGenerator, cache: SourceCache, 
     dense = generator.dense_motion
     if dense is not None:
         motion = dense.motion_from_downscaled(_expand(cache.motion_input, batch), kp_driving, kp_source)
-        out = warp_float(out, motion["deformation"])
-        if "occlusion_map" in motion:
-            occlusion = motion["occlusion_map"]
-            result["occlusion_map"] = occlusion
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=True)
-            out = out * occlusion.to(out.dtype)
+        out = generator.deform_features(out, motion, result)
     out = generator.bottleneck(out)
     for block, size in zip(generator.up_blocks, reversed(cache.sizes)):
         out = block(out, size=size)

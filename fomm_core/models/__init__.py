@@ -35,6 +35,7 @@ def build_models(cfg: ModelConfig) -> tuple[KeypointDetector, OcclusionAwareGene
         num_kp=cfg.num_kp, num_channels=cfg.num_channels, block_expansion=kp.block_expansion,
         max_features=kp.max_features, num_blocks=kp.num_blocks, temperature=kp.temperature,
         estimate_jacobian=cfg.estimate_jacobian, scale_factor=kp.scale_factor, pad=kp.pad,
+        single_jacobian_map=kp.single_jacobian_map, heatmap_grid=kp.heatmap_grid, downsample=cfg.downsample,
     )
     gen = cfg.generator
     generator = OcclusionAwareGenerator(
@@ -42,12 +43,13 @@ def build_models(cfg: ModelConfig) -> tuple[KeypointDetector, OcclusionAwareGene
         max_features=gen.max_features, num_down_blocks=gen.num_down_blocks,
         num_bottleneck_blocks=gen.num_bottleneck_blocks, estimate_occlusion_map=gen.estimate_occlusion_map,
         dense_motion=gen.dense_motion, estimate_jacobian=cfg.estimate_jacobian,
+        flow_resize_align_corners=gen.flow_resize_align_corners, downsample=cfg.downsample,
     )
     disc = cfg.discriminator
     discriminator = MultiScaleDiscriminator(
         scales=disc.scales, block_expansion=disc.block_expansion, max_features=disc.max_features,
         num_blocks=disc.num_blocks, sn=disc.sn, use_kp=disc.use_kp, kp_variance=disc.kp_variance,
-        num_channels=cfg.num_channels, num_kp=cfg.num_kp,
+        num_channels=cfg.num_channels, num_kp=cfg.num_kp, downsample=cfg.downsample,
     )
     return kp_detector, generator, discriminator
 

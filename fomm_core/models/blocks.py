@@ -36,13 +36,13 @@ def gaussian_heatmaps(keypoints: torch.Tensor, height: int, width: int, variance
     return torch.exp(-0.5 * diff.pow(2).sum(-1) / variance)
 
 
-def warp_float(image: torch.Tensor, sampling_grid: torch.Tensor) -> torch.Tensor:
+def warp_float(image: torch.Tensor, sampling_grid: torch.Tensor, resize_align_corners: bool = True) -> torch.Tensor:
     """:func:`geometry.warp` computed in float32 and returned in the image's dtype.
 
     Under bf16 autocast a bf16 grid would be off by up to a pixel at 256 px; sampling
     positions are therefore always float32.
     """
-    return warp(image.float(), sampling_grid.float()).to(image.dtype)
+    return warp(image.float(), sampling_grid.float(), resize_align_corners).to(image.dtype)
 
 
 class AntiAliasResize(nn.Module):
@@ -50,36 +50,58 @@ class AntiAliasResize(nn.Module):
 
     Blur: sigma = (1/scale - 1) / 2, kernel 2*round(4*sigma)+1, applied as two fixed 1-D
     depthwise convolutions (same result as the 2-D kernel, far fewer operations).
-    Resample: bilinear with ``align_corners=True``, which keeps pixel i of the small map at
-    the same normalised coordinate as in the large one.
+    Resample, ``mode="bilinear"``: bilinear with ``align_corners=True``, which keeps pixel i
+    of the small map at the same normalised coordinate as in the large one.
+    ``mode="strided"``: keep every int(1/scale)-th blurred pixel starting at the first, the
+    original FOMM code's sampling (its weights were trained on it; the small map's pixels
+    then sit slightly off the large map's [-1, 1] coordinates).
     """
 
-    def __init__(self, channels: int, scale: float):
+    def __init__(self, channels: int, scale: float, mode: str = "bilinear"):
         super().__init__()
+        if mode not in ("bilinear", "strided"):
+            raise ValueError(f"mode must be 'bilinear' or 'strided', got {mode!r}")
         self.channels = channels
         self.scale = scale
+        self.mode = mode
         if scale == 1:
             return
-        sigma = (1 / scale - 1) / 2
-        size = 2 * round(sigma * 4) + 1
-        coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        kernel = torch.exp(-coords**2 / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
+        self.stride = int(1 / scale)
+        kernel = gaussian_kernel_1d(scale)
+        size = kernel.numel()
         self.padding = size // 2
         # Derived from the config, so not saved in checkpoints.
         self.register_buffer("kernel_x", kernel.view(1, 1, 1, size).repeat(channels, 1, 1, 1), persistent=False)
         self.register_buffer("kernel_y", kernel.view(1, 1, size, 1).repeat(channels, 1, 1, 1), persistent=False)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.scale == 1:
+            return height, width
+        if self.mode == "strided":
+            return -(-height // self.stride), -(-width // self.stride)
         return int(height * self.scale), int(width * self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1:
             return x
+        if self.mode == "strided":  # only the kept rows and columns are computed
+            x = F.conv2d(x, self.kernel_x.to(x.dtype), padding=(0, self.padding), stride=(1, self.stride),
+                         groups=self.channels)
+            return F.conv2d(x, self.kernel_y.to(x.dtype), padding=(self.padding, 0), stride=(self.stride, 1),
+                            groups=self.channels)
         x = F.conv2d(x, self.kernel_x.to(x.dtype), padding=(0, self.padding), groups=self.channels)
         x = F.conv2d(x, self.kernel_y.to(x.dtype), padding=(self.padding, 0), groups=self.channels)
         size = self.output_size(*x.shape[2:])
         return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+def gaussian_kernel_1d(scale: float) -> torch.Tensor:
+    """The normalised 1-D blur of :class:`AntiAliasResize` for ``scale`` (float32)."""
+    sigma = (1 / scale - 1) / 2
+    size = 2 * round(sigma * 4) + 1
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    kernel = torch.exp(-coords**2 / (2 * sigma**2))
+    return kernel / kernel.sum()
 
 
 class SameBlock2d(nn.Module):

@@ -46,12 +46,13 @@ class DenseMotionNetwork(nn.Module):
         scale_factor: float = 0.25,
         kp_variance: float = 0.01,
         estimate_jacobian: bool = True,
+        downsample: str = "bilinear",
     ):
         super().__init__()
         self.num_kp = num_kp
         self.kp_variance = kp_variance
         self.estimate_jacobian = estimate_jacobian
-        self.down = AntiAliasResize(num_channels, scale_factor)
+        self.down = AntiAliasResize(num_channels, scale_factor, downsample)
         # Per motion (K keypoints + background): one heatmap channel + the warped source.
         in_features = (num_kp + 1) * (num_channels + 1)
         self.hourglass = Hourglass(block_expansion, in_features, num_blocks, max_features)

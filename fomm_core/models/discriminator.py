@@ -100,6 +100,7 @@ class MultiScaleDiscriminator(nn.Module):
         kp_variance: float = 0.01,
         num_channels: int = 3,
         num_kp: int = 10,
+        downsample: str = "bilinear",
     ):
         super().__init__()
         self.scales = [float(s) for s in scales]
@@ -108,7 +109,7 @@ class MultiScaleDiscriminator(nn.Module):
         self.discriminators = nn.ModuleDict()
         for scale in self.scales:
             name = scale_key(scale).replace(".", "-")
-            self.resizers[name] = AntiAliasResize(num_channels, scale)
+            self.resizers[name] = AntiAliasResize(num_channels, scale, downsample)
             self.discriminators[name] = Discriminator(
                 num_channels=num_channels, block_expansion=block_expansion, num_blocks=num_blocks,
                 max_features=max_features, sn=sn, use_kp=use_kp, num_kp=num_kp, kp_variance=kp_variance,

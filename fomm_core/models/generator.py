@@ -42,14 +42,17 @@ class OcclusionAwareGenerator(nn.Module):
         estimate_occlusion_map: bool = True,
         dense_motion: DenseMotionConfig | Mapping | None = DenseMotionConfig(),
         estimate_jacobian: bool = True,
+        flow_resize_align_corners: bool = True,
+        downsample: str = "bilinear",
     ):
         super().__init__()
+        self.flow_resize_align_corners = flow_resize_align_corners
         self.dense_motion = None
         if dense_motion is not None:
             params = asdict(dense_motion) if isinstance(dense_motion, DenseMotionConfig) else dict(dense_motion)
             self.dense_motion = DenseMotionNetwork(
                 num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map,
-                estimate_jacobian=estimate_jacobian, **params,
+                estimate_jacobian=estimate_jacobian, downsample=downsample, **params,
             )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(
@@ -79,20 +82,28 @@ class OcclusionAwareGenerator(nn.Module):
             motion = self.dense_motion(source_image, kp_driving, kp_source)
             result["mask"] = motion["mask"]
             result["sparse_deformed"] = motion["sparse_deformed"]
-            deformation = motion["deformation"]
-            # geometry.warp resizes the flow to the feature size (align_corners=True).
-            out = warp_float(out, deformation)
-            occlusion = motion.get("occlusion_map")
-            if occlusion is not None:
-                result["occlusion_map"] = occlusion
-                if occlusion.shape[2:] != out.shape[2:]:
-                    occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=True)
-                out = out * occlusion.to(out.dtype)
+            out = self.deform_features(out, motion, result)
             with torch.no_grad():  # for visualisation only; no gradient needed
-                result["deformed"] = warp_float(source_image, deformation)
+                result["deformed"] = warp_float(source_image, motion["deformation"], self.flow_resize_align_corners)
 
         out = self.bottleneck(out)
         for block, size in zip(self.up_blocks, reversed(sizes)):
             out = block(out, size=size)
         result["prediction"] = torch.sigmoid(self.final(out))
         return result
+
+    def deform_features(self, features: torch.Tensor, motion: dict, result: dict) -> torch.Tensor:
+        """Warp the encoded source by the dense flow and mask what it cannot explain.
+
+        Flow and occlusion map come at the dense-motion resolution and are resized to the
+        features' when the two differ; the occlusion map is also stored in ``result``.
+        """
+        out = warp_float(features, motion["deformation"], self.flow_resize_align_corners)
+        occlusion = motion.get("occlusion_map")
+        if occlusion is not None:
+            result["occlusion_map"] = occlusion
+            if occlusion.shape[2:] != out.shape[2:]:
+                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear",
+                                          align_corners=self.flow_resize_align_corners)
+            out = out * occlusion.to(out.dtype)
+        return out

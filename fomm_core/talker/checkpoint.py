@@ -2,7 +2,9 @@
 
 Each is one ``torch.save`` dict of plain values and tensors (loads with
 ``weights_only=True``), written atomically; the normalisation statistics are buffers, so
-they travel inside the state dict.
+they travel inside the state dict. ``fomm_sha256`` records the FOMM weights whose
+keypoints the model learned (see :mod:`.provenance`); loading sets the module's
+``fomm_sha256`` attribute ("" for files written before it was recorded).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ SYNCERS_FORMAT = "fomm-syncers-v1"
 
 
 def _save(path, fmt: str, config, module: nn.Module, extra: dict[str, Any] | None) -> None:
-    write_state(path, {"format": fmt, "config": to_mapping(config), "state_dict": cpu_state_dict(module)}, extra)
+    write_state(path, {"format": fmt, "config": to_mapping(config), "state_dict": cpu_state_dict(module),
+                       "fomm_sha256": module.fomm_sha256}, extra)
 
 
 def _load(path, fmt: str, config_cls, build, device) -> tuple[nn.Module, dict[str, Any]]:
@@ -40,6 +43,8 @@ def _load(path, fmt: str, config_cls, build, device) -> tuple[nn.Module, dict[st
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FommError(f"{path}: weights do not match the stored config ({first[:200]}); retrain") from None
+    recorded = state.get("fomm_sha256")
+    module.fomm_sha256 = recorded if isinstance(recorded, str) else ""
     return module.to(device).eval(), state
 
 

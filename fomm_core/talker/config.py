@@ -1,5 +1,5 @@
-"""Typed settings of the audio-driven talker (params.yaml sections ``talker_model``,
-``syncer``, ``talker_train`` and ``talker_eval``).
+"""Typed settings of the audio-driven talker (params.yaml sections ``talker_fomm``,
+``talker_model``, ``syncer``, ``talker_train`` and ``talker_eval``).
 
 The defaults are a small profile for the embedded synthetic set on 2 CPU cores: the
 syncers and the talker train in a few minutes. The paper-sized model is obtained by raising
@@ -31,6 +31,22 @@ def _check_power_of_two(name: str, value: int) -> None:
 def _check_betas(betas: tuple[float, float]) -> None:
     if not all(0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be in [0, 1), got {list(betas)}")
+
+
+@dataclass
+class TalkerFommConfig:
+    """The FOMM checkpoint the talker is built on.
+
+    Its detector gives the keypoints the syncers and the talker learn, its generator
+    renders them in ``fomm talk``: this pipeline's trained checkpoint by default, or an
+    imported published one (``fomm import-checkpoint``; vox-adv-256 as in MS-Sync).
+    """
+
+    checkpoint: str = "artifacts/train/checkpoint.pt"
+
+    def validate(self) -> None:
+        if not self.checkpoint.strip():
+            raise ValueError("checkpoint must name a FOMM checkpoint file, e.g. artifacts/train/checkpoint.pt")
 
 
 @dataclass

@@ -110,6 +110,7 @@ class TalkerClips:
                                  f"(expected {audio_per_frame} per frame); align with align_audio_to_video")
         self.clips = list(clips)
         self.skipped: list[tuple[str, str]] = []  # (clip_id, why) left out by from_store
+        self.fomm_sha256 = ""  # the FOMM weights the keypoints come from (from_store), "" = unknown
         self.audio_per_frame = audio_per_frame
         self.kp_dim = dims.pop()
         self.n_mels = mels.pop()
@@ -132,9 +133,11 @@ class TalkerClips:
         The log-mels are normalised per clip here (mean removed, peak 1), exactly as
         :func:`fomm_core.talker.inference.audio_features_from_wav` does at inference.
         Clips without audio, or shorter than ``min_frames`` after alignment, are left out
-        and listed in ``skipped``; keypoints that do not match their clip are an error.
+        and listed in ``skipped``; keypoints that do not match their clip, or that another
+        FOMM checkpoint detected than the partition's first clip, are an error.
         """
         out, skipped = [], []
+        fomm_sha256, first_clip = None, None
         for entry in store.select(partition):
             kp = load_clip_keypoints(keypoints_path(keypoints_dir, partition, entry.clip_id))
             where = f"clip {entry.clip_id}"
@@ -144,6 +147,12 @@ class TalkerClips:
             if kp["value"].shape[0] != entry.num_frames:
                 raise FommError(f"{where}: {kp['value'].shape[0]} keypoint frames for {entry.num_frames} video "
                                 "frames; rerun the keypoint stage")
+            if fomm_sha256 is None:
+                fomm_sha256, first_clip = kp["fomm_sha256"], entry.clip_id
+            elif kp["fomm_sha256"] != fomm_sha256:
+                raise FommError(f"{where}: keypoints from FOMM weights {kp['fomm_sha256'][:12] or 'unrecorded'} but "
+                                f"clip {first_clip}'s from {fomm_sha256[:12] or 'unrecorded'}; the keypoint folder "
+                                "mixes two FOMM checkpoints: rerun `fomm extract-keypoints`")
             features = store.load_features(entry)
             if "logmel" not in features or features["logmel"].shape[0] == 0:
                 skipped.append((entry.clip_id, "no audio"))
@@ -165,6 +174,7 @@ class TalkerClips:
                             f"partition {partition!r}")
         clips = cls(out, audio_per_frame)
         clips.skipped = skipped
+        clips.fomm_sha256 = fomm_sha256 or ""
         return clips
 
     def stats(self) -> KeypointStats:

@@ -6,7 +6,8 @@ these vectors; :func:`vector_to_kp` turns them back into the ``{"value", "jacobi
 the FOMM generator renders.
 
 Keypoint files: ``{keypoints_dir}/{partition}/{clip_id}.npz`` with ``value`` (F, K, 2),
-``jacobian`` (F, K, 2, 2) float32 and ``fps``, one entry per video frame of the clip.
+``jacobian`` (F, K, 2, 2) float32, ``fps`` (one entry per video frame of the clip) and
+``fomm_sha256``, the weights hash of the FOMM checkpoint that detected them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def keypoints_path(keypoints_dir: str | os.PathLike, partition: str, clip_id: st
     return Path(keypoints_dir) / partition / f"{clip_id}.npz"
 
 
-def save_clip_keypoints(path: str | os.PathLike, value: np.ndarray, jacobian: np.ndarray, fps: float) -> None:
+def save_clip_keypoints(path: str | os.PathLike, value: np.ndarray, jacobian: np.ndarray, fps: float,
+                        fomm_sha256: str) -> None:
     """Write one clip's keypoints atomically (a killed stage never leaves half a file)."""
     value = np.asarray(value, dtype=np.float32)
     jacobian = np.asarray(jacobian, dtype=np.float32)
@@ -99,21 +101,26 @@ def save_clip_keypoints(path: str | os.PathLike, value: np.ndarray, jacobian: np
         raise ValueError(f"expected value (F, K, 2) and jacobian (F, K, 2, 2), got {value.shape} and {jacobian.shape}")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, value=value, jacobian=jacobian, fps=np.float32(fps))
+            np.savez(handle, value=value, jacobian=jacobian, fps=np.float32(fps), fomm_sha256=np.str_(fomm_sha256))
 
 
-def load_clip_keypoints(path: str | os.PathLike) -> dict[str, np.ndarray | float]:
-    """``{"value", "jacobian", "fps"}`` of one clip, checked; FommError saying to rerun the stage."""
+def load_clip_keypoints(path: str | os.PathLike) -> dict[str, np.ndarray | float | str]:
+    """``{"value", "jacobian", "fps", "fomm_sha256"}`` of one clip, checked; FommError saying to rerun the stage.
+
+    ``fomm_sha256`` is "" for files written before it was recorded.
+    """
     path = Path(path)
     if not path.is_file():
         raise FommError(f"{path}: keypoint file not found; run the talker keypoint stage first")
     try:
         with np.load(path, allow_pickle=False) as npz:
             out = {key: npz[key] for key in ("value", "jacobian", "fps")}
+            out["fomm_sha256"] = str(npz["fomm_sha256"]) if "fomm_sha256" in npz.files else ""
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise FommError(f"{path}: unreadable keypoint file ({exc}); delete it and rerun the keypoint stage") from None
     value, jacobian = out["value"], out["jacobian"]
     if value.ndim != 3 or value.shape[-1] != 2 or jacobian.shape != value.shape + (2,):
         raise FommError(f"{path}: keypoint arrays have shapes {value.shape} and {jacobian.shape}, "
                         "expected (F, K, 2) and (F, K, 2, 2); rerun the keypoint stage")
-    return {"value": value.astype(np.float32), "jacobian": jacobian.astype(np.float32), "fps": float(out["fps"])}
+    return {"value": value.astype(np.float32), "jacobian": jacobian.astype(np.float32), "fps": float(out["fps"]),
+            "fomm_sha256": out["fomm_sha256"]}

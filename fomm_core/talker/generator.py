@@ -120,6 +120,7 @@ class Talker(nn.Module):
 
     def __init__(self, config: TalkerModelConfig):
         super().__init__()
+        self.fomm_sha256 = ""  # weights_sha256 of the FOMM whose keypoints it learns (set by the caller)
         config.validate()
         self.config = config
         d = config.kp_dim

@@ -54,6 +54,7 @@ class Syncers(nn.Module):
 
     def __init__(self, config: SyncerConfig):
         super().__init__()
+        self.fomm_sha256 = ""  # weights_sha256 of the FOMM whose keypoints it learns (set by the caller)
         config.validate()
         self.config = config
         self.levels = nn.ModuleList(LevelSyncer(config) for _ in range(config.levels))

@@ -49,15 +49,20 @@ class TrainConfig:
     # Processes on this machine: 1 = this process; N > 1 = `fomm train` restarts itself under
     # `torchrun --standalone --nproc-per-node N` (one per GPU, gloo on CPU); 0 = one per visible GPU.
     nproc_per_node: int = 1
+    # Fine-tuning: start from this checkpoint's weights (`fomm train` or `fomm import-checkpoint`
+    # output, same model config) with fresh optimizer state; "" = random initialisation.
+    init_from: str = ""
 
     def validate(self) -> None:
         for name in ("epochs", "num_repeats", "batch_size", "frame_size", "checkpoint_every",
                      "log_every", "image_log_every", "accumulate_steps", "max_open_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr_generator", "lr_discriminator", "lr_kp_detector"):
+        for name in ("lr_generator", "lr_discriminator"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr_kp_detector >= 0:  # 0 freezes the detector (the original taichi-adv-256 does)
+            raise ValueError(f"lr_kp_detector must be >= 0, got {self.lr_kp_detector}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
         if not 0 < self.scheduler_gamma <= 1:

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..atomic import write_text_atomic
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import init_models_from, read_checkpoint, save_checkpoint
 from ..config import to_mapping
 from ..curves import LossCurve
 from ..data import DatasetRepeater, FramePairDataset, resize_frames, seed_worker
@@ -147,6 +147,8 @@ class Trainer:
         self.checkpoint_path = self.out / CHECKPOINT_NAME
         self.identity = run_identity(model_config, loss_config, train_config, self.shards_sha256, code_fingerprint())
         self.resumed = self._resume(resume)
+        if train_config.init_from and not self.resumed:  # a resumed run continues from its own checkpoint instead
+            self.log(f"fine-tuning: {init_models_from(train_config.init_from, self.models(), model_config)}")
 
     # ---------------------------------------------------------------- setup
     @property

@@ -88,7 +88,7 @@ def command(
     check_output_dir(out, "evaluate", (checkpoint, shards))
     device = resolve_device(config.device)
     store = ShardStore(shards)
-    kp_detector, generator, _, frame_size, backbone = load_inference_models(checkpoint, device)
+    kp_detector, generator, _, frame_size, backbone, *_ = load_inference_models(checkpoint, device)
     test = ClipFramesDataset(store, "test", frame_size=frame_size)
     if not test.clips:
         raise FommError(f"{shards / 'index.parquet'}: no test clips; build shards with a test partition")

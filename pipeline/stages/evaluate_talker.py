@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from fomm_core.checkpoint import read_weights_sha256
 from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.config import to_mapping
-from fomm_core.talker import TalkerEvalConfig, evaluate_talker, load_syncers_checkpoint, load_talker_checkpoint
+from fomm_core.talker import (Recorded, TalkerEvalConfig, evaluate_talker, load_syncers_checkpoint,
+                              load_talker_checkpoint, require_same_fomm)
 from fomm_core.errors import FommError
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
@@ -78,6 +80,11 @@ def command(
     a = talker_model.config.audio_per_frame
     test = load_clips(shards, keypoints, "test", a, log_line)
     train = load_clips(shards, keypoints, "train", a, log_line)
+    require_same_fomm(Recorded(f"the keypoints in {keypoints} (train)", train.fomm_sha256, "fomm extract-keypoints"),
+                      Recorded(f"the keypoints in {keypoints} (test)", test.fomm_sha256, "fomm extract-keypoints"),
+                      Recorded(f"the syncers {syncers}", sync_models.fomm_sha256, "fomm train-syncer"),
+                      Recorded(f"the talker {talker}", talker_model.fomm_sha256, "fomm train-talker"),
+                      Recorded(f"the renderer {fomm}", read_weights_sha256(fomm), "fomm train-talker"))
     metrics = evaluate_talker(talker_model, sync_models, test, config, clips_train=train)
     metrics.update(_rendered_mouth(talker_model, fomm, shards, test, config))
     with replace_output_dir(out, "evaluate-talker", inputs) as tmp:

@@ -1,4 +1,4 @@
-"""``fomm extract-keypoints``: the trained FOMM detector's keypoints for every clip (talker data)."""
+"""``fomm extract-keypoints``: a FOMM detector's keypoints for every clip (talker data)."""
 
 from __future__ import annotations
 
@@ -14,27 +14,33 @@ from fomm_core.inference.animate import fold_batchnorm
 from fomm_core.inference.device import resolve_device
 from fomm_core.talker import extract_clip_keypoints, keypoints_path, save_clip_keypoints
 from pipeline.cli_support import user_errors
+from pipeline.params import DEFAULT_PARAMS
 from pipeline.progress import progress_bar, summary
+from pipeline.stages.talker_common import CHECKPOINT_HELP, fomm_checkpoint
 
 
 @user_errors
 def command(
-    checkpoint: Path = typer.Option(Path("artifacts/train/checkpoint.pt"), "--checkpoint",
-                                    help="FOMM checkpoint written by fomm train."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
     shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
     out: Path = typer.Option(Path("artifacts/keypoints"), "--out",
-                             help="Writes OUT/{partition}/{clip_id}.npz (value, jacobian, fps); replaced atomically."),
+                             help="Writes OUT/{partition}/{clip_id}.npz (value, jacobian, fps, fomm_sha256); replaced "
+                                  "atomically."),
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the talker_fomm section."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu or cuda[:N]."),
 ) -> None:
     """Run the keypoint detector over every frame of every clip, at the resolution it was trained at.
 
     The audio-driven talker learns to predict these keypoints and jacobians from speech; the
-    FOMM generator then renders them.
+    FOMM generator then renders them. Each file records the checkpoint's weights hash, which
+    the later talker stages check.
     """
+    checkpoint = fomm_checkpoint(checkpoint, params)
     check_output_dir(out, "extract-keypoints", (checkpoint, shards))
     dev = resolve_device(device)
-    kp_detector, _, config, frame_size, *_ = load_inference_models(checkpoint, dev)
+    models = load_inference_models(checkpoint, dev)
+    kp_detector, config, frame_size = models.kp_detector, models.config, models.frame_size
     if not config.estimate_jacobian:
         raise FommError(f"{checkpoint}: the talker needs keypoint jacobians; train with model.estimate_jacobian: true")
     kp_detector = fold_batchnorm(kp_detector)
@@ -52,8 +58,8 @@ def command(
                     raise FommError(f"clip {clip.clip_id}: decoded {kp['value'].shape[0]} of {clip.num_frames} "
                                     "frames; rebuild the shards")
                 save_clip_keypoints(keypoints_path(tmp, clip.partition, clip.clip_id), kp["value"], kp["jacobian"],
-                                    clip.fps)
+                                    clip.fps, models.fomm_sha256)
                 bar.advance(task, clip.num_frames)
     frames = sum(c.num_frames for c in dataset.clips)
     summary(f"keypoints of {len(dataset.clips)} clips ({frames} frames, {config.num_kp} keypoints with jacobians, "
-            f"{frame_size or 'native'} px) -> {out}")
+            f"{frame_size or 'native'} px, FOMM {models.fomm_sha256[:12]}) -> {out}")

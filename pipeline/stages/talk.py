@@ -24,7 +24,8 @@ from fomm_core.faces import load_backend
 from fomm_core.inference.face_crop import image_crop_box
 from fomm_core.inference.video_io import VideoWriter, read_image, resize_square, written_by_fomm
 from fomm_core.outputs import check_output_file
-from fomm_core.talker import SpeechFeatures, audio_features_from_wav, load_talker_checkpoint, talk_keypoints
+from fomm_core.talker import (Recorded, SpeechFeatures, audio_features_from_wav, load_talker_checkpoint,
+                              require_same_fomm, talk_keypoints)
 from pipeline.cli_support import user_errors
 from pipeline.progress import progress_bar, summary
 from pipeline.stages.animate import CONTAINERS
@@ -184,10 +185,12 @@ def load_renderer(model_dir: Path, device: str, precision: str, batch_size: int)
     # The talker's thousands of tiny sequential steps run best on one CPU thread (see
     # fomm_core.talker.threads); only the renderer goes to the accelerator.
     talker = load_talker_checkpoint(talker_path, "cpu")
-    kp_detector, generator, config, frame_size, *_ = load_inference_models(fomm_path, dev)
+    kp_detector, generator, config, frame_size, _, fomm_sha256 = load_inference_models(fomm_path, dev)
     if config.num_kp != talker.config.num_kp:
         raise FommError(f"{fomm_path} detects {config.num_kp} keypoints but {talker_path} was trained on "
                         f"{talker.config.num_kp}; use the FOMM checkpoint the talker was trained with")
+    require_same_fomm(Recorded(f"the talker {talker_path}", talker.fomm_sha256, MAKER),
+                      Recorded(f"the renderer {fomm_path}", fomm_sha256, MAKER))
     return Renderer(talker, fold_batchnorm(kp_detector), fold_batchnorm(generator), frame_size or 256, dev, dtype,
                     batch_size)
 

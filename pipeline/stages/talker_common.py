@@ -1,5 +1,5 @@
-"""What the talker stages share: loading the clips joined with their keypoints, and the
-training display with its loss curve."""
+"""What the talker stages share: the FOMM checkpoint they build on, loading the clips joined
+with their keypoints, and the training display with its loss curve."""
 
 from __future__ import annotations
 
@@ -11,8 +11,21 @@ from fomm_core.curves import LossCurve
 from fomm_core.data import ShardStore
 from fomm_core.errors import FommError
 from fomm_core.progress import OnStep, StepReport, short_name
-from fomm_core.talker import TalkerClips
+from fomm_core.talker import TalkerClips, TalkerFommConfig
+from pipeline.params import load_section
 from pipeline.progress import step_progress
+
+CHECKPOINT_HELP = ("FOMM checkpoint (this pipeline's or one from `fomm import-checkpoint`); default: "
+                   "talker_fomm.checkpoint in --params.")
+
+
+def fomm_checkpoint(option: Path | None, params: Path) -> Path:
+    """``--checkpoint`` when given, else ``talker_fomm.checkpoint`` of params.yaml (what DVC runs)."""
+    path = option if option is not None else Path(load_section(params, "talker_fomm", TalkerFommConfig).checkpoint)
+    if not path.is_file():
+        raise FommError(f"{path}: FOMM checkpoint not found; run `fomm train` (or `fomm import-checkpoint`) or set "
+                        "talker_fomm.checkpoint / --checkpoint")
+    return path
 
 
 def require_clip_inputs(shards: Path, keypoints: Path) -> None:

@@ -6,27 +6,29 @@ from pathlib import Path
 
 import typer
 
+from fomm_core.checkpoint import read_weights_sha256
 from fomm_core.config import to_mapping
-from fomm_core.talker import SyncerConfig, save_syncers_checkpoint, train_syncers
+from fomm_core.talker import Recorded, SyncerConfig, require_same_fomm, save_syncers_checkpoint, train_syncers
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
 from pipeline.metrics_file import finite_numbers, write_metrics_json
-from pipeline.stages.talker_common import load_clips, progress_and_curve, require_clip_inputs
+from pipeline.stages.talker_common import (CHECKPOINT_HELP, fomm_checkpoint, load_clips, progress_and_curve,
+                                           require_clip_inputs)
 
 SYNCERS_NAME = "syncers.pt"
 METRICS_NAME = "syncer_metrics.json"
 CURVE_NAME = "syncer_losses.tsv"
 
 
-
 @user_errors
 def command(
     shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
     keypoints: Path = typer.Option(Path("artifacts/keypoints"), "--keypoints", help="fomm extract-keypoints output."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP + " The keypoints must come from it."),
     out: Path = typer.Option(Path("artifacts/syncer"), "--out",
                              help="Writes syncers.pt, syncer_metrics.json and syncer_losses.tsv here."),
-    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the syncer section."),
+    params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the syncer and talker_fomm sections."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
 ) -> None:
@@ -35,22 +37,29 @@ def command(
     Contrastive (symmetric InfoNCE, negatives from other offsets of the same clip). The frozen
     syncers give the talker its sync loss and score synchrony in `fomm evaluate-talker`.
     """
-    from fomm_core.outputs import claim_output_dir
+    from fomm_core.outputs import check_output_dir, claim_output_dir
     from fomm_core.talker.training import syncer_metrics
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
     config = load_section(params, "syncer", SyncerConfig)
+    checkpoint = fomm_checkpoint(checkpoint, params)
     require_clip_inputs(shards, keypoints)
     if mlflow:
         tracking.check_store(mlflow_dir)
-    claim_output_dir(out, "train-syncer", (shards, keypoints, params), legacy=(SYNCERS_NAME, METRICS_NAME))
+    inputs = (shards, keypoints, params, checkpoint)
+    check_output_dir(out, "train-syncer", inputs, legacy=(SYNCERS_NAME, METRICS_NAME))
     clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
-    tags = {"shards_sha256": shards_fingerprint(shards)}
+    fomm_sha256 = require_same_fomm(Recorded(f"the FOMM checkpoint {checkpoint}", read_weights_sha256(checkpoint), ""),
+                                    Recorded(f"the keypoints in {keypoints}", clips.fomm_sha256,
+                                             "fomm extract-keypoints"))
+    claim_output_dir(out, "train-syncer", inputs, legacy=(SYNCERS_NAME, METRICS_NAME))
+    tags = {"shards_sha256": shards_fingerprint(shards), "fomm_sha256": fomm_sha256}
     with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow,
                               root=mlflow_dir) as logger:
         with progress_and_curve("train-syncer", config.steps, out / CURVE_NAME, syncer_metrics(config)) as on_step:
             syncers, metrics = train_syncers(clips, config, log=log_line, logger=logger, on_step=on_step)
+        syncers.fomm_sha256 = fomm_sha256
         save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
         write_metrics_json(out / METRICS_NAME, metrics)
