@@ -1,7 +1,8 @@
 """The clips table turned into one download job per video, validated before any request.
 
 The table is untrusted: ids are checked with :mod:`pipeline.ids`, URLs must be http(s) or
-(only when the config allows it) file://, and one video must not have two URLs.
+(only when the config allows it) file:// or a path relative to the table's folder
+(:mod:`pipeline.local_urls`), and one video must not have two URLs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from fomm_core.errors import FommError
 from pipeline.ids import is_video_id
+from pipeline.local_urls import file_uri, is_relative_url
 
 REQUIRED_COLUMNS = ("video_id", "url", "start", "end")
 YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be"}
@@ -28,13 +30,20 @@ class VideoJob:
     """One video to fetch: its id, source URL and the clip frame ranges it must cover."""
 
     video_id: str
-    url: str
+    url: str  # as in the table (and the report)
     kind: UrlKind
     sections: tuple[tuple[int, int], ...]  # sorted, unique [start, end) 25 fps frames
+    location: str = ""  # what yt-dlp opens: ``url``, or the absolute file:// URL of a relative one
+
+    @property
+    def fetch_url(self) -> str:
+        return self.location or self.url
 
 
 def url_kind(url: str) -> UrlKind | None:
     """``youtube``/``http``/``file`` for a URL this stage accepts, None otherwise."""
+    if is_relative_url(url):
+        return "file"
     try:
         parsed = urllib.parse.urlsplit(url)
     except ValueError:
@@ -88,7 +97,7 @@ def plan_jobs(table: pd.DataFrame, source: Path, allow_file_urls: bool) -> list[
         url = url.strip()
         kind = url_kind(url)
         if kind is None:
-            raise FommError(f"{where}: url {url!r} must be an http(s):// or file:// URL")
+            raise FommError(f"{where}: url {url!r} must be an http(s):// or file:// URL or a path relative to the table")
         if kind == "file" and not allow_file_urls:
             raise FommError(
                 f"{where}: file:// url {url!r} is refused; set `allow_file_urls: true` in the "
@@ -106,6 +115,7 @@ def plan_jobs(table: pd.DataFrame, source: Path, allow_file_urls: bool) -> list[
         first_row.setdefault(video_id, row)
         sections.setdefault(video_id, set()).add((start_frame, end_frame))
     return [
-        VideoJob(video_id, url, url_kind(url), tuple(sorted(sections[video_id])))  # type: ignore[arg-type]
+        VideoJob(video_id, url, url_kind(url), tuple(sorted(sections[video_id])),  # type: ignore[arg-type]
+                 file_uri(url, source.parent) if is_relative_url(url) else "")
         for video_id, url in urls.items()
     ]

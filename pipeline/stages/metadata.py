@@ -55,5 +55,5 @@ def command(
             raise FommError(f"{path} is a directory; --out/--rejects take a .parquet file path")
     result = build(list(inputs) if inputs else [Path(config.input)], config)
     write_table(rejects_table(result.rejects), rejects_path)
-    write_table(clips_table(result.clips), out_path)
+    write_table(clips_table(result.clips, out_path.parent), out_path)
     summary(result.summary())
