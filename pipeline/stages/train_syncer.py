@@ -8,10 +8,10 @@ import typer
 
 from fomm_core.config import to_mapping
 from fomm_core.talker import SyncerConfig, save_syncers_checkpoint, train_syncers
-from pipeline.cli_support import user_errors
+from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
-from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.metrics_file import finite_numbers, write_dvc_metrics, write_metrics_json
 from pipeline.stages.talker_common import load_clips
 
 SYNCERS_NAME = "syncers.pt"
@@ -26,6 +26,7 @@ def command(
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the syncer section."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+    metrics_dir: Path = metrics_dir_option(),
 ) -> None:
     """Train one keypoint/audio encoder pair per temporal pyramid level on the train clips.
 
@@ -36,17 +37,21 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "syncer", SyncerConfig)
+    mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
     tags = {"shards_sha256": shards_fingerprint(shards)}
-    with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow,
-                              root=mlflow_dir) as logger:
+    key_params = {"levels": config.levels, "window": config.window, "steps": config.steps, "lr": config.lr}
+    with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow_store is not None,
+                              store=mlflow_store, key_params=key_params) as logger:
         syncers, metrics = train_syncers(clips, config, log=log_line, logger=logger)
         out.mkdir(parents=True, exist_ok=True)
         save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
         write_metrics_json(out / "syncer_metrics.json", metrics)
+        write_dvc_metrics(metrics_dir / "syncer.json", metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, config.steps)
         logger.log_artifact(out / SYNCERS_NAME)
+        tracking.mark_output(logger, out / SYNCERS_NAME)
     accuracy = ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in metrics.items() if "/acc_l" in k)
     summary(f"train-syncer: {config.steps} steps on {len(clips)} clips; {accuracy} "
             f"(chance {1 / config.candidates:.2f}) -> {out / SYNCERS_NAME}")
