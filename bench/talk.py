@@ -5,7 +5,8 @@ The two phases of talk are measured apart, each in its own subprocess so that it
 thread) and *render* (FOMM generator at batch 8 on ``--threads`` threads, frames streamed
 to ffmpeg with the WAV muxed in, as talk writes them). Both run for ``--seconds`` (30) and
 ``--short-seconds`` (10) of speech: equal peaks show that memory does not grow with the
-audio length. Models: ``--model-dir`` (talker.pt + fomm.pt, e.g. a trained
+audio length. The keypoint phase (where the whole file used to be held) also runs alone for
+``--memory-lengths`` (30, 300 and 600 s) and reports its peak RSS at each. Models: ``--model-dir`` (talker.pt + fomm.pt, e.g. a trained
 artifacts/talker) or untrained ones built from params.yaml (``talker_model`` section, or
 TalkerModelConfig defaults; ``model`` with ``train.frame_size``, the small 128 px FOMM).
 The speech is synthetic (numpy), 44.1 kHz so resampling is included. Prints one JSON object.
@@ -176,6 +177,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="talker.pt + fomm.pt (default: untrained)")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--short-seconds", type=float, default=10.0, help="second length, for the memory check")
+    parser.add_argument("--memory-lengths", default="30,300,600",
+                        help="speech lengths (s) for the keypoint phase's peak RSS; '' to skip")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the renderer")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--precision", default="auto", help="renderer: auto, float32 or bfloat16 (as fomm talk)")
@@ -204,6 +207,14 @@ def main() -> None:
             synth_speech(wav, seconds)
             for phase in ("keypoints", "render"):  # render reads the keypoints file of its length
                 phases[phase][name] = run_phase(phase, wav, work, args)
+        memory = {}
+        for seconds in (float(v) for v in args.memory_lengths.split(",") if v.strip()):
+            wav = work / f"speech_{seconds:g}s.wav"
+            synth_speech(wav, seconds)
+            run = run_phase("keypoints", wav, work, args)
+            memory[f"{seconds:g}s"] = {"peak_rss_mb": run["peak_rss_mb"], "features_s": run["features_s"],
+                                       "keypoints_s": run["keypoints_s"]}
+            wav.unlink()
     kp, render = phases["keypoints"]["long"], phases["render"]["long"]
     wall = kp["features_s"] + kp["keypoints_s"] + render["render_and_encode_s"]
     result = {
@@ -224,6 +235,7 @@ def main() -> None:
         "render": render,
         "peak_rss_mb": {phase: {f"{lengths[n]:g}s": r["peak_rss_mb"] for n, r in runs.items()}
                         for phase, runs in phases.items()},
+        "keypoint_phase_by_length": memory,
         "bench_wall_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))

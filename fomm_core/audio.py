@@ -105,7 +105,6 @@ def log_mel(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mels: int = N
     n_frames = x.size // hop
     if n_frames == 0:
         return np.zeros((0, n_mels), dtype=np.float32)
-    n_fft = 1 << (win - 1).bit_length()
     # Frame t spans [t*hop + hop/2 - win/2, ... + win); pad so the first/last starts are valid.
     left = win // 2 - hop // 2
     needed = (n_frames - 1) * hop + win
@@ -115,6 +114,17 @@ def log_mel(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mels: int = N
     if left < 0:
         padded = padded[-left:]
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop][:n_frames]
+    return mel_of_frames(frames, sample_rate, n_mels)
+
+
+def mel_of_frames(frames: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> np.ndarray:
+    """``(T, n_mels)`` log-mel energies of ``(T, win)`` float64 sample frames (see :func:`log_mel`).
+
+    Shared by the whole-signal and the streaming (:mod:`fomm_core.audio_stream`) paths so
+    both compute exactly the same numbers.
+    """
+    n_frames, win = frames.shape
+    n_fft = 1 << (win - 1).bit_length()
     window = np.hamming(win)
     bank = mel_filterbank(n_mels, n_fft, int(sample_rate))
     out = np.empty((n_frames, n_mels), dtype=np.float32)

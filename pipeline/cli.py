@@ -39,4 +39,9 @@ app.command("ui")(ui.command)
 
 
 def main() -> None:
+    # Die with the process that started us (dvc repro, torchrun): an orphaned stage must
+    # not keep writing outputs. In-process callers (tests, notebooks) do not get this.
+    from .lifecycle import watch_parent
+
+    watch_parent()
     app()

@@ -13,10 +13,13 @@ import csv
 import io
 import json
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from fomm_core.atomic import write_text_atomic
+from fomm_core.outputs import check_output_file
 
 METRICS_DIR = Path("metrics")  # git-tracked; DVC metrics and plots with cache: false
 
@@ -41,6 +44,30 @@ def numbers_only(report: Mapping) -> dict[str, Any]:
         elif _is_number(value):
             kept[key] = value
     return kept
+
+
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def looks_like_ours(path: Path) -> bool:
+    """A metrics JSON of numbers only, or a plot table with an identifier header: what the stages write."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            data = json.loads(text)
+            return isinstance(data, dict) and numbers_only(data) == data
+        header = text.split("\n", 1)[0].split("\t")
+        return len(header) >= 2 and all(_COLUMN.fullmatch(name) for name in header)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def check_metrics_files(folder: Path, command: str, names: Sequence[str],
+                        inputs: Iterable[str | os.PathLike | None] = ()) -> list[Path]:
+    """Before any work: the paths of ``command``'s files in ``folder``, which must be writable and
+    may replace only files that look like the stages' own (see :func:`looks_like_ours`)."""
+    return [check_output_file(folder / name, command, inputs, is_ours=looks_like_ours, flag="--metrics-dir")
+            for name in names]
 
 
 def write_metrics_json(path: Path, metrics: Mapping) -> None:

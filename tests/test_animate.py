@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,35 @@ def test_bfloat16_animation_stays_close_to_float32(models):
     assert (bf16 - fp32).abs().max() < 0.05
     assert all(p.dtype == torch.float32 for p in models[1].parameters())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in models[1].modules())  # caller's model not folded
+
+
+def test_truncated_driving_video_is_an_error_not_a_short_animation(media):
+    """A driving mp4 cut in half used to give 81 of 201 frames and exit 0 without a word."""
+    root = media["root"]
+    whole = make_video(root / "long.mp4", 60, size=48, audio=False)
+    # faststart puts the index first, so the cut file still lists all 60 frames
+    moved = root / "long_fast.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(whole), "-c", "copy",
+                    "-movflags", "+faststart", str(moved)], check=True)
+    data = moved.read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 2])
+    result = run_cli(["animate", "--source", "src.png", "--driving", "cut.mp4", "--checkpoint", "ckpt.pt",
+                      "--out", "cut_out.mp4", "--size", "32"], root, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "cut.mp4: decoded" in lines[0] and "of the 60 frames the container lists" in lines[0]
+    assert not (root / "cut_out.mp4").exists()
+
+
+def test_out_replaces_only_videos_fomm_wrote(media):
+    root = media["root"]
+    args = ["animate", "--source", "src.png", "--driving", "silent.mp4", "--checkpoint", "ckpt.pt", "--size", "32"]
+    run_cli(args + ["--out", "again.mp4"], root)
+    run_cli(args + ["--out", "again.mp4"], root)  # our own earlier output: replaced
+    foreign = make_video(root / "holiday.mp4", 5, size=32, audio=False)
+    before = foreign.read_bytes()
+    result = run_cli(args + ["--out", "holiday.mp4"], root, check=False)
+    assert result.returncode == 2 and "was not written by `fomm animate`" in result.stderr
+    assert foreign.read_bytes() == before
+    result = run_cli(args + ["--out", "silent.mp4"], root, check=False)
+    assert result.returncode == 2 and "is the input" in result.stderr

@@ -110,3 +110,72 @@ def test_normalise_features_mean_removed_peak_one():
     # Same shape of signal, only shifted and scaled.
     np.testing.assert_allclose(y * (np.abs(x - x.mean(0)).max()), x - x.mean(0), rtol=1e-4, atol=1e-4)
     assert audio.normalise_features(np.ones((3, 26), np.float32)).max() == 0.0
+
+
+# --- streaming WAV -> log-mel (fomm talk on long speech, bounded memory) ---------------------
+def _write_wav(path, rate, data):
+    wavfile.write(str(path), rate, data)
+    return path
+
+
+def _reference(path):
+    samples, rate = audio.read_wav(path)
+    return audio.log_mel(audio.resample(samples, rate, audio.SAMPLE_RATE), audio.SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("rate,channels,kind,frames", [
+    (16000, 1, "int16", 300_001),    # several blocks, no resampling
+    (44100, 2, "int16", 400_000),    # stereo, several resampled pieces
+    (48000, 1, "float32", 200_000),
+    (22050, 1, "int32", 150_001),
+    (8000, 1, "uint8", 50_000),
+    (44100, 1, "int16", 700),        # shorter than the reflect padding: the whole-signal path
+])
+def test_streamed_features_equal_the_whole_signal_features(tmp_path, rate, channels, kind, frames):
+    from fomm_core.audio_stream import wav_log_mel
+
+    rng = np.random.default_rng(rate)
+    x = rng.normal(0, 0.2, (frames, channels)).clip(-1, 1)
+    data = {"int16": lambda: (x * 32767).astype(np.int16), "int32": lambda: (x * 2 ** 31 * 0.99).astype(np.int32),
+            "uint8": lambda: (x * 127 + 128).astype(np.uint8), "float32": lambda: x.astype(np.float32)}[kind]()
+    path = _write_wav(tmp_path / "a.wav", rate, data[:, 0] if channels == 1 else data)
+    mel, count, got_rate = wav_log_mel(path)
+    reference = _reference(path)
+    assert (count, got_rate) == (frames, rate)
+    assert mel.shape == reference.shape
+    np.testing.assert_array_equal(mel, reference)
+
+
+def test_24_bit_and_extensible_wavs_stream_like_scipy_reads_them(tmp_path):
+    """A WAVE_FORMAT_EXTENSIBLE 24-bit file written byte by byte (scipy cannot write one)."""
+    import struct
+
+    from fomm_core.audio_stream import iter_wav_blocks, wav_layout
+
+    ints = np.random.default_rng(0).integers(-2 ** 23, 2 ** 23, 5000, dtype=np.int64)
+    raw = b"".join(int(v).to_bytes(3, "little", signed=True) for v in ints)
+    guid = struct.pack("<H", 1) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 16000, 48000, 3, 24, 22, 24, 4) + guid
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(raw)) + raw
+    path = tmp_path / "a24.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    layout = wav_layout(path)
+    assert (layout.rate, layout.channels, layout.sample_bytes, layout.frames) == (16000, 1, 3, 5000)
+    samples = np.concatenate(list(iter_wav_blocks(path, block_frames=777)))
+    np.testing.assert_array_equal(samples, (ints * 256 / 2 ** 31).astype(np.float32))
+
+
+def test_streaming_reader_errors_are_one_line(tmp_path):
+    from fomm_core.audio_stream import wav_layout
+
+    cases = {"text.wav": b"hello, not audio", "nodata.wav": b"RIFF\x04\x00\x00\x00WAVE",
+             "alaw.wav": b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes([6, 0, 1, 0, 0x40, 0x1f, 0, 0,
+                                                                                   0x40, 0x1f, 0, 0, 1, 0, 8, 0])
+             + b"data\x00\x00\x00\x00"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FommError) as err:
+            wav_layout(tmp_path / name)
+        assert name in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FommError, match="file not found"):
+        wav_layout(tmp_path / "missing.wav")

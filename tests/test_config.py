@@ -64,14 +64,17 @@ def test_errors_name_the_key(mapping, message):
 def test_params_file_errors(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(FommError, match="params file not found"):
-        load_section(missing, "ex", Example)
+        load_section(missing, "demo", Example)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("ex: [unclosed\n")
+    bad.write_text("demo: [unclosed\n")
     with pytest.raises(FommError, match=r"bad.yaml line \d+: not valid YAML"):
-        load_section(bad, "ex", Example)
+        load_section(bad, "demo", Example)
     good = tmp_path / "params.yaml"
-    good.write_text("ex:\n  size: 64\nother:\n  anything: 1\n")
-    assert load_section(good, "ex", Example).size == 64
+    good.write_text("demo:\n  size: 64\nsynth:\n  anything: 1\n")
+    assert load_section(good, "demo", Example).size == 64  # other stages' sections are not read
+    good.write_text("demo:\n  size: 64\nother:\n  anything: 1\n")
+    with pytest.raises(FommError, match="unknown section 'other'"):
+        load_section(good, "demo", Example)
 
 
 def test_cli_reports_wrong_param_in_one_line(tmp_path):

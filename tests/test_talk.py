@@ -154,7 +154,7 @@ def test_bad_inputs_are_one_line_errors(workspace):
          ("no pair", "zed.wav", "alice.png")),
         (["--audio", "audio/carol.wav", "--audio-dir", "audio", "--image", "images/alice.png"],
          ("mutually exclusive",)),
-        (["--audio-dir", "audio", "--img-dir", "images", "--out-dir", "fake.wav"], ("not a directory",)),
+        (["--audio-dir", "audio", "--img-dir", "images", "--out-dir", "fake.wav"], ("fake.wav is a file, not a folder",)),
     ]
     for args, needles in cases:
         one_line_error(run_cli(["talk", *args], root, check=False), *needles)

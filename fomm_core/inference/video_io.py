@@ -21,6 +21,11 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import FommError
+from ..tool_paths import tool_arg
+
+
+STAMP = "written by fomm"  # the container comment of every video we encode (see written_by_fomm)
+FRAME_SLACK = 1  # containers may list one frame more than a decoder returns
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     path = Path(path)
     if not path.is_file():
         raise FommError(f"video not found: {path}")
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "--", str(path)]
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", tool_arg(path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -56,6 +61,19 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     frames = int(video.get("nb_frames") or 0) if str(video.get("nb_frames", "")).isdigit() else 0
     return VideoInfo(int(video["width"]), int(video["height"]), fps, frames,
                      any(s.get("codec_type") == "audio" for s in streams))
+
+
+def written_by_fomm(path: str | os.PathLike) -> bool:
+    """True for a video this package encoded (its container comment is :data:`STAMP`).
+
+    Commands replace an existing output video only when it is one of ours.
+    """
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", tool_arg(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        return False
+    tags = json.loads(result.stdout or "{}").get("format", {}).get("tags", {})
+    return any(k.lower() == "comment" and v == STAMP for k, v in tags.items())
 
 
 def crop_filter(box: tuple[int, int, int, int] | None) -> str:
@@ -78,14 +96,16 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
     """Frames of ``path`` as uint8 (B, size, size, 3) RGB batches, decoded as they are used.
 
     ``box`` crops each frame first (default: the centred square). ffmpeg is stopped if
-    the consumer stops early.
+    the consumer stops early. A file that decodes to fewer frames than its container lists
+    (truncated, corrupt) is an error naming both counts, never a silently short result.
     """
     info = probe_video(path)
     box = box if box is not None else center_square(info.width, info.height)
     vf = f"{crop_filter(box)}scale={size}:{size}:flags=area,format=rgb24"
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", vf,
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", tool_arg(path), "-map", "0:v:0", "-vf", vf,
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = size * size * 3
+    decoded = 0
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
         finished = False
@@ -96,21 +116,29 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
                 if len(data) < frame_bytes:
                     break
                 pending.append(np.frombuffer(data, np.uint8).reshape(size, size, 3))
+                decoded += 1
                 if len(pending) == batch:
                     yield np.stack(pending)
                     pending = []
             if pending:
                 yield np.stack(pending)
+                pending = []
             finished = True
         finally:
             if not finished:
                 proc.kill()
             proc.stdout.close()  # type: ignore[union-attr]
             code = proc.wait()
-        if finished and code != 0:
-            errors.seek(0)
-            detail = (errors.read().decode(errors="replace").strip().splitlines() or ["unknown error"])[-1]
-            raise FommError(f"{path}: decoding failed ({detail})")
+        if not finished:
+            return
+        errors.seek(0)
+        messages = errors.read().decode(errors="replace").strip().splitlines()
+        if code != 0:
+            raise FommError(f"{path}: decoding failed ({(messages or ['unknown error'])[-1]})")
+        if info.num_frames and decoded + FRAME_SLACK < info.num_frames:
+            detail = f": {messages[-1]}" if messages else ""
+            raise FommError(f"{path}: decoded {decoded} of the {info.num_frames} frames the container lists "
+                            f"(truncated or corrupt{detail}); repair or re-encode the video")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -152,10 +180,10 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
                "-r", f"{self.fps:.6g}", "-i", "-"]
         if self.audio_from is not None:
-            cmd += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k",
+            cmd += ["-i", tool_arg(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k",
                     "-shortest"]
         cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", str(tmp)]
+                "-metadata", f"comment={STAMP}", "-movflags", "+faststart", str(tmp)]
         return cmd
 
     def __enter__(self) -> "VideoWriter":

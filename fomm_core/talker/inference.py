@@ -22,7 +22,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..audio import FEATURE_RATE, SAMPLE_RATE, log_mel, normalise_features, read_wav, resample
+from ..audio import FEATURE_RATE, SAMPLE_RATE, log_mel, normalise_features, resample
+from ..audio_stream import wav_log_mel
 from ..errors import FommError
 from .dataset import audio_frames_per_video_frame
 from .features import kp_to_vector, vector_to_kp
@@ -52,9 +53,14 @@ def speech_features(samples: np.ndarray, sample_rate: int, fps: float = 25.0, au
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if samples.size == 0:
         raise FommError(f"{where}: no audio samples")
-    frames = video_frames_for(samples.size, sample_rate, fps)
-    a = audio_frames_per_video_frame(FEATURE_RATE, fps, audio_per_frame, where)
     mel = log_mel(resample(samples, int(sample_rate), SAMPLE_RATE), SAMPLE_RATE)
+    return _features_from_mel(mel, samples.size, int(sample_rate), fps, audio_per_frame, where)
+
+
+def _features_from_mel(mel: np.ndarray, num_samples: int, sample_rate: int, fps: float, audio_per_frame: int,
+                       where: str) -> SpeechFeatures:
+    frames = video_frames_for(num_samples, sample_rate, fps)
+    a = audio_frames_per_video_frame(FEATURE_RATE, fps, audio_per_frame, where)
     if mel.shape[0] == 0:
         raise FommError(f"{where}: shorter than one 10 ms feature frame")
     mel = normalise_features(mel)
@@ -62,13 +68,17 @@ def speech_features(samples: np.ndarray, sample_rate: int, fps: float = 25.0, au
     if mel.shape[0] < needed:
         mel = np.concatenate([mel, np.repeat(mel[-1:], needed - mel.shape[0], axis=0)])
     return SpeechFeatures(features=np.ascontiguousarray(mel[:needed]), num_frames=frames,
-                          duration_s=samples.size / float(sample_rate), fps=float(fps))
+                          duration_s=num_samples / float(sample_rate), fps=float(fps))
 
 
 def audio_features_from_wav(path: str | os.PathLike, fps: float = 25.0, audio_per_frame: int = 4) -> SpeechFeatures:
-    """:func:`speech_features` of a WAV file (any rate, channels mixed down)."""
-    samples, rate = read_wav(path)
-    return speech_features(samples, rate, fps, audio_per_frame, where=str(path))
+    """:func:`speech_features` of a WAV file (any rate, channels mixed down), in bounded memory.
+
+    The file is read, resampled and framed in blocks (:mod:`fomm_core.audio_stream`); only
+    the features are held, so an hour of speech costs no more than a few seconds beyond them.
+    """
+    mel, num_samples, rate = wav_log_mel(path, SAMPLE_RATE)
+    return _features_from_mel(mel, num_samples, rate, fps, audio_per_frame, str(path))
 
 
 def source_vector(kp: dict) -> torch.Tensor:

@@ -10,10 +10,14 @@ import typer
 
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
+from fomm_core.tool_paths import tool_arg
 from fomm_core.inference.animate import Animator, animate_batches, from_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
 from fomm_core.inference.face_crop import face_crop_box, load_face_detector
-from fomm_core.inference.video_io import VideoWriter, probe_video, read_image, read_video_batches, resize_square
+from fomm_core.inference.video_io import (
+    VideoWriter, probe_video, read_image, read_video_batches, resize_square, written_by_fomm,
+)
+from fomm_core.outputs import check_output_file
 from pipeline.cli_support import user_errors
 from pipeline.progress import track, summary
 
@@ -22,7 +26,7 @@ CONTAINERS = (".mp4", ".mkv", ".mov")
 
 def _first_frame(path: Path, width: int, height: int) -> np.ndarray:
     """The driving video's first frame at full size (for the face detector)."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-frames:v", "1",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", tool_arg(path), "-map", "0:v:0", "-frames:v", "1",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     result = subprocess.run(cmd, capture_output=True)
     if result.returncode != 0 or len(result.stdout) < width * height * 3:
@@ -61,6 +65,7 @@ def command(
     """
     if out.suffix.lower() not in CONTAINERS:
         raise FommError(f"--out {out}: use a .mp4, .mkv or .mov file name")
+    check_output_file(out, "animate", (source, driving, checkpoint), is_ours=written_by_fomm)
     message = animate_file(read_image(source), str(source), driving, checkpoint, out, relative=relative,
                            adapt_scale=adapt_scale, crop_face=crop_face, batch_size=batch_size, device=device,
                            precision=precision, size=size)

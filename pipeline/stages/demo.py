@@ -16,7 +16,7 @@ import cv2
 import pandas as pd
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.data import ShardStore
 from fomm_core.errors import FommError
 from pipeline.cli_support import user_errors
@@ -87,11 +87,12 @@ def command(
 ) -> None:
     """Animate a test clip's first frame with another person's test clip (relative motion)."""
     config = load_section(params, "demo", DemoConfig)
+    check_output_dir(out, "demo", (checkpoint, shards, clips))
     store = ShardStore(shards)
     source_id, driving_id = pick_pair(store, config)
     image = store.read_frames(source_id, [0])[0]
     driving, audio = clip_files(clips, driving_id)
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "demo", (checkpoint, shards, clips)) as tmp:
         (tmp / "images").mkdir()
         (tmp / "audio").mkdir()
         if not cv2.imwrite(str(tmp / "images" / "demo.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

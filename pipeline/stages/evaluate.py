@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.config import to_mapping
 from fomm_core.data import ClipFramesDataset, ShardStore
@@ -16,7 +16,7 @@ from fomm_core.inference.device import resolve_device
 from fomm_core.inference.evaluate import evaluate_model
 from fomm_core.inference.face_metrics import load_face_backends
 from pipeline.cli_support import metrics_dir_option, user_errors
-from pipeline.metrics_file import finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import console, progress_bar, summary
 
@@ -96,6 +96,9 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "evaluate", EvaluateConfig)
+    check_output_dir(out, "evaluate", (checkpoint, shards))
+    numbers, clips_table = check_metrics_files(metrics_dir, "evaluate", ("evaluate.json", "evaluate_clips.tsv"),
+                                               (checkpoint, shards))
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     device = resolve_device(config.device)
     store = ShardStore(shards)
@@ -113,7 +116,7 @@ def command(
     total = sum(c.num_frames for c in clips)
     if any(c.has_groundtruth for c in clips):
         total += sum(c.num_frames for c in train.clips if c.has_groundtruth)
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "evaluate", (checkpoint, shards)) as tmp:
         with progress_bar() as bar:
             task = bar.add_task("evaluate", total=total)
             metrics = evaluate_model(
@@ -128,8 +131,7 @@ def command(
         metrics["perceptual_backbone"] = backbone or "unknown"  # "random": trained without ImageNet VGG weights
         per_clip = metrics.pop("per_clip")
         write_metrics_json(tmp / "metrics.json", metrics)
-    write_dvc_metrics(metrics_dir / "evaluate.json", metrics)
-    clips_table = metrics_dir / "evaluate_clips.tsv"
+    write_dvc_metrics(numbers, metrics)
     write_tsv(clips_table, PER_CLIP_COLUMNS, ([row[c] for c in PER_CLIP_COLUMNS] for row in per_clip))
     if mlflow_store is not None:
         _log_to_mlflow(metrics, config, checkpoint, shards, out, clips_table, mlflow_store)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.config import to_mapping
 from fomm_core.talker import (TalkerEvalConfig, evaluate_talker_with_offsets, load_syncers_checkpoint,
                               load_talker_checkpoint)
@@ -14,7 +14,7 @@ from fomm_core.errors import FommError
 from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
-from pipeline.metrics_file import finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
 from pipeline.stages.talker_common import load_clips
 
 
@@ -47,6 +47,10 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "talker_eval", TalkerEvalConfig)
+    inputs = (talker, syncers, shards, keypoints)
+    check_output_dir(out, "evaluate-talker", inputs)
+    numbers, offsets = check_metrics_files(metrics_dir, "evaluate-talker",
+                                           ("talker_eval.json", "talker_sync_offsets.tsv"), inputs)
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     for path, stage in ((talker, "train-talker"), (syncers, "train-syncer")):
         if not path.is_file():
@@ -57,10 +61,9 @@ def command(
     test = load_clips(shards, keypoints, "test", a, log_line)
     train = load_clips(shards, keypoints, "train", a, log_line)
     metrics, curve = evaluate_talker_with_offsets(talker_model, sync_models, test, config, clips_train=train)
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "evaluate-talker", inputs) as tmp:
         write_metrics_json(tmp / "metrics.json", metrics)
-    write_dvc_metrics(metrics_dir / "talker_eval.json", metrics)
-    offsets = metrics_dir / "talker_sync_offsets.tsv"
+    write_dvc_metrics(numbers, metrics)
     columns = [c for c in ("offset", "gen", "gt", "shuffled") if c in curve]
     write_tsv(offsets, columns, zip(*(curve[c].tolist() for c in columns)))
     if mlflow_store is not None:

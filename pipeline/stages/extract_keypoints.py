@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.data import ClipFramesDataset, ShardStore
 from fomm_core.errors import FommError
@@ -32,6 +32,7 @@ def command(
     The audio-driven talker learns to predict these keypoints and jacobians from speech; the
     FOMM generator then renders them.
     """
+    check_output_dir(out, "extract-keypoints", (checkpoint, shards))
     dev = resolve_device(device)
     kp_detector, _, config, frame_size, *_ = load_inference_models(checkpoint, dev)
     if not config.estimate_jacobian:
@@ -41,7 +42,7 @@ def command(
     dataset = ClipFramesDataset(store, None, frame_size=frame_size)
     if not dataset.clips:
         raise FommError(f"{shards / 'index.parquet'}: no clips")
-    with atomic_dir(out) as tmp:
+    with replace_output_dir(out, "extract-keypoints", (checkpoint, shards)) as tmp:
         with progress_bar() as bar:
             task = bar.add_task("keypoints", total=sum(c.num_frames for c in dataset.clips))
             for clip in dataset.clips:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fomm_core.atomic import atomic_dir
-from fomm_core.errors import FommError
+from fomm_core.outputs import check_output_dir, replace_output_dir
 from pipeline.cli_support import user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import progress_bar, summary
@@ -37,11 +36,10 @@ def command(
     """
     cfg = load_section(params, "synth", SynthConfig)
     ffmpeg_binary()
-    if out.exists() and not out.is_dir():
-        raise FommError(f"{out}: exists and is not a directory; pass another --out")
+    check_output_dir(out, "synth")
     total = len(plan_videos(cfg))
     began = time.perf_counter()
-    with atomic_dir(out) as work, progress_bar() as bar:
+    with replace_output_dir(out, "synth") as work, progress_bar() as bar:
         task = bar.add_task("synth", total=total)
         result = synthesize(cfg, work, lambda: bar.advance(task))
     seconds = time.perf_counter() - began

@@ -16,14 +16,14 @@ from typing import Optional
 import torch
 import typer
 
-from fomm_core.audio import read_wav
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
 from fomm_core.inference.animate import Animator, fold_batchnorm, from_uint8_frames, to_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
 from fomm_core.inference.face_crop import detect_face, load_face_detector, square_crop_box
-from fomm_core.inference.video_io import VideoWriter, read_image, resize_square
-from fomm_core.talker import SpeechFeatures, load_talker_checkpoint, speech_features, talk_keypoints
+from fomm_core.inference.video_io import VideoWriter, read_image, resize_square, written_by_fomm
+from fomm_core.outputs import check_output_file
+from fomm_core.talker import SpeechFeatures, audio_features_from_wav, load_talker_checkpoint, talk_keypoints
 from pipeline.cli_support import user_errors
 from pipeline.progress import progress_bar, summary
 from pipeline.stages.animate import CONTAINERS
@@ -142,9 +142,8 @@ class FaceCropper:
 
 
 def read_speech(path: Path, audio_per_frame: int) -> SpeechFeatures:
-    """Talker features of a WAV file at any rate (``read_wav`` makes a bad file a user error)."""
-    samples, rate = read_wav(path)
-    return speech_features(samples, rate, FPS, audio_per_frame, where=str(path))
+    """Talker features of a WAV file at any rate and length, in bounded memory."""
+    return audio_features_from_wav(path, FPS, audio_per_frame)
 
 
 @dataclass
@@ -197,10 +196,11 @@ def load_renderer(model_dir: Path, device: str, precision: str, batch_size: int)
                     batch_size)
 
 
-def _check_out_dir(folder: Path) -> None:
-    """Caught before the models load, not as an OS error after the first rendering."""
-    if folder.exists() and not folder.is_dir():
-        raise FommError(f"{folder}: exists and is not a directory; choose another output folder")
+def _check_outputs(matching: Matching, inputs: tuple[Path | None, ...], flag: str) -> None:
+    """Caught before the models load: every target is writable, no input, and not a video
+    someone else made (only our own earlier renderings are replaced)."""
+    for pair in matching.pairs:
+        check_output_file(pair.out, "talk", inputs, is_ours=written_by_fomm, flag=flag)
 
 
 def _plan(audio_dir, img_dir, audio, image, out_dir, out) -> tuple[Matching, Path, Path]:
@@ -219,19 +219,22 @@ def _plan(audio_dir, img_dir, audio, image, out_dir, out) -> tuple[Matching, Pat
         target = out if out is not None else (out_dir or Path("artifacts/talk")) / f"{audio.stem}.mp4"
         if target.suffix.lower() not in CONTAINERS:
             raise FommError(f"--out {target}: use a .mp4, .mkv or .mov file name")
-        _check_out_dir(target.parent)
-        return Matching([Pair(audio.stem, audio, image, target)]), audio.parent, image.parent
+        matching = Matching([Pair(audio.stem, audio, image, target)])
+        _check_outputs(matching, (audio, image), "--out" if out is not None else "--out-dir")
+        return matching, audio.parent, image.parent
     if audio_dir is None or img_dir is None:
         raise FommError("give --audio-dir DIR and --img-dir DIR (or --audio FILE and --image FILE for one pair)")
     if out is not None:
         raise FommError("--out names one file; with --audio-dir/--img-dir use --out-dir")
     out_dir = out_dir or Path("artifacts/talk")
-    _check_out_dir(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FommError(f"--out-dir {out_dir} is a file, not a folder; choose another output folder")
     matching = match_pairs(audio_dir, img_dir, out_dir)
     if not matching.pairs:
         detail = "; ".join(unmatched_report(matching, audio_dir, img_dir)) or "no WAV and no image found"
         raise FommError(f"no pair to talk: no WAV in {audio_dir} has an image with the same name in {img_dir} "
                         f"({detail})")
+    _check_outputs(matching, (audio_dir, img_dir), "--out-dir")
     return matching, audio_dir, img_dir
 
 

@@ -12,7 +12,7 @@ from fomm_core.config import to_mapping
 from fomm_core.losses import LossConfig
 from fomm_core.model_config import ModelConfig
 from pipeline.cli_support import metrics_dir_option, user_errors
-from pipeline.metrics_file import write_dvc_metrics
+from pipeline.metrics_file import check_metrics_files, write_dvc_metrics
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
 
@@ -51,6 +51,8 @@ def command(
     info = env_dist_info()
     from pipeline import tracking
 
+    if info.is_main:
+        [numbers] = check_metrics_files(metrics_dir, "train", ("train.json",), (shards,))
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow and info.is_main else None  # a bad store stops us before any work
     trainer = Trainer(shards, out, model_config, loss_config, train_config, resume=resume, log=log_line)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: trainer.request_stop())
@@ -81,7 +83,7 @@ def command(
         signal.signal(signal.SIGTERM, previous)
         trainer.close()
     if info.is_main:
-        write_dvc_metrics(metrics_dir / "train.json", json.loads((out / "train_metrics.json").read_text()))
+        write_dvc_metrics(numbers, json.loads((out / "train_metrics.json").read_text()))
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
         summary(f"train: {result.steps_this_run} steps (to step {result.steps}, epoch {result.epochs_completed}) in "
                 f"{result.seconds:.1f} s, {result.samples_per_second:.2f} samples/s; {losses}; "

@@ -11,7 +11,7 @@ from fomm_core.talker import SyncerConfig, save_syncers_checkpoint, train_syncer
 from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
-from pipeline.metrics_file import finite_numbers, write_dvc_metrics, write_metrics_json
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json
 from pipeline.stages.talker_common import load_clips
 
 SYNCERS_NAME = "syncers.pt"
@@ -37,6 +37,7 @@ def command(
     from pipeline import tracking
 
     config = load_section(params, "syncer", SyncerConfig)
+    [numbers] = check_metrics_files(metrics_dir, "train-syncer", ("syncer.json",), (shards, keypoints))
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
     tags = {"shards_sha256": shards_fingerprint(shards)}
@@ -48,7 +49,7 @@ def command(
         save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
         write_metrics_json(out / "syncer_metrics.json", metrics)
-        write_dvc_metrics(metrics_dir / "syncer.json", metrics)
+        write_dvc_metrics(numbers, metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, config.steps)
         logger.log_artifact(out / SYNCERS_NAME)
         tracking.mark_output(logger, out / SYNCERS_NAME)

@@ -15,7 +15,7 @@ from fomm_core.talker import (TalkerModelConfig, TalkerTrainConfig, check_compat
 from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
-from pipeline.metrics_file import finite_numbers, write_dvc_metrics, write_metrics_json
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json
 from pipeline.stages.talker_common import load_clips
 
 TALKER_NAME = "talker.pt"
@@ -66,6 +66,7 @@ def command(
 
     model_config = load_section(params, "talker_model", TalkerModelConfig)
     train_config = load_section(params, "talker_train", TalkerTrainConfig)
+    [numbers] = check_metrics_files(metrics_dir, "train-talker", ("talker.json",), (shards, keypoints, syncers, checkpoint))
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     if not syncers.is_file():
         raise FommError(f"{syncers}: not found; run `fomm train-syncer` first or pass --syncers")
@@ -89,7 +90,7 @@ def command(
         export_fomm_for_inference(checkpoint, out / FOMM_NAME)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
         write_metrics_json(out / "talker_metrics.json", metrics)
-        write_dvc_metrics(metrics_dir / "talker.json", metrics)
+        write_dvc_metrics(numbers, metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, train_config.steps)
         tracking.mark_output(logger, out / TALKER_NAME)
         tracking.log_talker_model(logger, out / TALKER_NAME, out / FOMM_NAME)  # talker.pt travels inside the model

@@ -1,0 +1,117 @@
+"""Bad input never gives a traceback and never changes a file: a table of (command, bad input).
+
+Each case builds its files in a fresh folder, runs the real CLI in-process, and asserts exit
+code 2, exactly one line on stderr naming what is wrong, no traceback, and that every file
+that existed before is byte-identical afterwards (nothing deleted, nothing replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _precious(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "PRECIOUS.txt").write_text("not written by fomm\n")
+    return folder
+
+
+def _fake_shards(root: Path) -> Path:
+    shards = root / "shards"
+    (shards / "shards").mkdir(parents=True)
+    (shards / "index.parquet").write_bytes(b"index")
+    (shards / "shards" / "shard-00000.parquet").write_bytes(b"x" * 1000)
+    return shards
+
+
+def _params(root: Path, text: str | None = None) -> Path:
+    path = root / "params.yaml"
+    path.write_text(PARAMS.read_text() if text is None else text)
+    return path
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path], list[str]]  # makes the files, returns the argv
+    expect: str  # a fragment of the one stderr line
+
+
+def _ckpt(root: Path) -> Path:
+    path = root / "train" / "checkpoint.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"checkpoint")
+    return path
+
+
+CASES = [
+    # --out replacing an input or a folder the command did not write (issue 9, case 1)
+    Case("evaluate --out SHARDS", lambda r: ["evaluate", "--checkpoint", str(_ckpt(r)), "--shards", str(_fake_shards(r)),
+                                            "--out", str(r / "shards"), "--params", str(_params(r)), "--no-mlflow"],
+         "is the input"),
+    Case("evaluate --out PRECIOUS", lambda r: ["evaluate", "--checkpoint", str(_ckpt(r)), "--shards", str(_fake_shards(r)),
+                                              "--out", str(_precious(r / "eval")), "--params", str(_params(r)), "--no-mlflow"],
+         "PRECIOUS.txt"),
+    # the project folder itself, default (relative) inputs; ran the whole evaluation before
+    Case("evaluate-talker --out .", lambda r: ["evaluate-talker", "--out", ".", "--params", str(_params(r)), "--no-mlflow"],
+         "--out . contains the input artifacts/talker/talker.pt"),
+    Case("evaluate-talker --out KEYPOINTS", lambda r: ["evaluate-talker", "--out", str(_precious(r / "kp")),
+                                                      "--params", str(_params(r)), "--no-mlflow", "--keypoints", str(r / "kp")],
+         "is the input"),
+    Case("demo --out PRECIOUS", lambda r: ["demo", "--checkpoint", str(_ckpt(r)), "--shards", str(_fake_shards(r)),
+                                          "--clips", str(r / "clips"), "--out", str(_precious(r / "demo")),
+                                          "--params", str(_params(r))],
+         "PRECIOUS.txt"),
+    Case("demo --out CLIPS", lambda r: ["demo", "--checkpoint", str(_ckpt(r)), "--shards", str(_fake_shards(r)),
+                                       "--clips", str(_precious(r / "clips")), "--out", str(r / "clips"),
+                                       "--params", str(_params(r))],
+         "is the input"),
+    Case("extract-keypoints --out PRECIOUS", lambda r: ["extract-keypoints", "--checkpoint", str(_ckpt(r)),
+                                                       "--shards", str(_fake_shards(r)), "--out", str(_precious(r / "kp"))],
+         "PRECIOUS.txt"),
+    Case("extract-keypoints --out inside SHARDS", lambda r: ["extract-keypoints", "--checkpoint", str(_ckpt(r)),
+                                                            "--shards", str(_fake_shards(r)), "--out", str(r / "shards" / "kp")],
+         "lies inside the input"),
+    Case("synth --out PRECIOUS", lambda r: ["synth", "--out", str(_precious(r / "synth")), "--params", str(_params(r))],
+         "PRECIOUS.txt"),
+    Case("synth --out a file", lambda r: ["synth", "--out", str(_precious(r / "synth") / "PRECIOUS.txt"),
+                                         "--params", str(_params(r))],
+         "is a file"),
+    Case("synth --out /proc", lambda r: ["synth", "--out", "/proc/fomm-synth", "--params", str(_params(r))],
+         "cannot write"),
+    # params.yaml sections (issue 9, case 7)
+    Case("train with modle:", lambda r: ["train", "--params", str(_params(r, PARAMS.read_text().replace("\nmodel:\n", "\nmodle:\n"))),
+                                        "--shards", str(_fake_shards(r)), "--out", str(r / "train_out"), "--no-mlflow"],
+         "did you mean 'model'"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, monkeypatch, case):
+    root = tmp_path / "work"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    argv = case.build(root)
+    before = _snapshot(root)
+    result = CliRunner().invoke(app, argv)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and case.expect in lines[0], lines[0]
+    assert _snapshot(root) == before
