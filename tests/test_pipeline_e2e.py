@@ -317,9 +317,10 @@ def test_plots_show_and_diff_render_html(project, tmp_path):
 def test_push_then_pull_in_a_fresh_clone_restores_the_outputs(project, tmp_path):
     """`make dvc-remote` (what `make setup` runs) gives a default remote; push, then pull in a clone."""
     remote = tmp_path / "remote"
-    for where in (project,):
-        made = run(["make", "--no-print-directory", "dvc-remote", f"DVC_REMOTE={remote}"], where).stdout
-        assert str(remote) in made
+    made = run(["make", "--no-print-directory", "dvc-remote", f"DVC_REMOTE={remote}"], project).stdout
+    assert f"DVC remote 'local' (default): {remote}" in made
+    assert run(["make", "--no-print-directory", "dvc-remote", "DVC_REMOTE=/elsewhere"], project).stdout == ""
+    assert f"url = {remote}" in (project / ".dvc/config.local").read_text()  # a set default is left alone
     assert "remote" not in run(["git", "status", "--porcelain"], project).stdout  # .dvc/config.local: not committed
     run(["dvc", "push"], project)
     clone = tmp_path / "fresh"
