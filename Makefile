@@ -52,7 +52,7 @@ test: setup
 
 bench: setup
 	@mkdir -p bench/results
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b | tee bench/results/$$(basename $$b .py).json; done
+	for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b | tee bench/results/$$(basename $$b .py).json; done
 
 clean-artifacts:
 	rm -rf artifacts

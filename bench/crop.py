@@ -1,7 +1,8 @@
 """Benchmark: the crop stage against the widely used frame-by-frame reference preprocessing.
 
 Generates a 720p 25 fps source with audio and back-to-back clips, runs the stage's own
-code path (read_clips -> crop_all -> write_manifest, default params), then a baseline
+code path (``run_crop``: read the table, crop, merge the manifest; default params) with
+one worker and with ``workers: 0`` (one per core), then a baseline
 written after the reference VoxCeleb preprocessing: decode every frame with OpenCV,
 crop, resize with a scikit-image style anti-aliased resize in float (Gaussian
 pre-filter with sigma (scale - 1) / 2, then bilinear resampling) and save PNG frames.
@@ -30,10 +31,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.crop.geometry import Box, PixelBox, crop_box, scale_box  # noqa: E402
-from pipeline.crop.run import crop_all  # noqa: E402
-from pipeline.crop.table import read_clips, write_manifest  # noqa: E402
+from pipeline.crop.config import CropConfig  # noqa: E402
+from pipeline.crop.run import run_crop  # noqa: E402
 from pipeline.ids import make_clip_id  # noqa: E402
-from pipeline.stages.crop import CropConfig  # noqa: E402
 
 VIDEO_ID = "BenchVideo0"
 WIDTH, HEIGHT, FPS = 1280, 720, 25
@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=100, help="frames per clip")
     parser.add_argument("--baseline-frames", type=int, default=150, help="frames the slow baseline processes")
     parser.add_argument("--repeats", type=int, default=3, help="crop runs; the median is reported")
+    parser.add_argument("--skip-baseline", action="store_true", help="only the stage's own figures")
     args = parser.parse_args()
-    config = CropConfig()
     with tempfile.TemporaryDirectory(prefix="bench-crop-") as tmp_name:
         tmp = Path(tmp_name)
         videos = tmp / "videos"
@@ -118,35 +118,42 @@ def main() -> None:
         make_source(source, args.seconds)
         spans = clips_table(tmp / "clips.parquet", args.seconds, args.clip_frames)
 
-        runs = []
-        for repeat in range(args.repeats):
-            started = time.perf_counter()
-            clips = read_clips(tmp / "clips.parquet")
-            report = crop_all(clips, videos, tmp / f"clips{repeat}", config.options())
-            write_manifest(report.results, tmp / f"clips{repeat}" / "manifest.parquet")
-            runs.append(time.perf_counter() - started)
-            if report.ok != len(clips):
-                raise SystemExit(f"bench: crop failed: {report.summary_line()}")
-        seconds = statistics.median(runs)
-
+        figures = {}
+        for workers in (1, 0):
+            config = CropConfig(workers=workers)
+            runs = []
+            for repeat in range(args.repeats):
+                out = tmp / f"clips-w{workers}-{repeat}"
+                started = time.perf_counter()
+                report = run_crop(tmp / "clips.parquet", videos, out, config).report
+                runs.append(time.perf_counter() - started)
+                if report.ok != len(spans) or report.already_done:
+                    raise SystemExit(f"bench: crop failed: {report.summary_line()}")
+            seconds = statistics.median(runs)
+            figures[f"workers_{workers}"] = {
+                "workers": config.worker_count(), "clips_per_s": round(len(spans) / seconds, 2),
+                "frames_per_s": round(report.frames / seconds, 1), "seconds": round(seconds, 2),
+                "runs_s": [round(r, 2) for r in runs]}
+        config = CropConfig()
         box = crop_box(scale_box(Box(*FACE), WIDTH, HEIGHT, WIDTH, HEIGHT), WIDTH, HEIGHT,
                        config.square, config.increase_area)
-        base_frames, base_seconds = baseline(source, spans, box, config.size, tmp / "baseline",
-                                             args.baseline_frames)
+        if not args.skip_baseline:
+            base_frames, base_seconds = baseline(source, spans, box, config.size, tmp / "baseline",
+                                                 args.baseline_frames)
 
-    crop_fps = report.frames / seconds
-    base_fps = base_frames / base_seconds
-    print(json.dumps({
-        "crop": {"clips_per_s": round(len(clips) / seconds, 2), "frames_per_s": round(crop_fps, 1),
-                 "seconds": round(seconds, 2), "runs_s": [round(r, 2) for r in runs], "workers": config.workers, "crf": config.crf,
-                 "preset": config.preset},
-        "baseline": {"frames_per_s": round(base_fps, 2), "frames": base_frames,
-                     "seconds": round(base_seconds, 2)},
-        "speedup": round(crop_fps / base_fps, 1),
+    result = {
+        "crop": {**figures["workers_0"], "crf": config.crf, "preset": config.preset},
+        "crop_one_worker": figures["workers_1"],
         "source": f"{WIDTH}x{HEIGHT} {FPS} fps H.264 2.5 Mbit/s keyint {KEYINT} + AAC, {args.seconds} s; "
-                  f"{len(clips)} clips of {args.clip_frames} frames, crop {box.w}x{box.h} -> {config.size}",
+                  f"{len(spans)} clips of {args.clip_frames} frames, crop {box.w}x{box.h} -> {config.size}",
         "frames": report.frames,
-    }))
+    }
+    if not args.skip_baseline:
+        base_fps = base_frames / base_seconds
+        result["baseline"] = {"frames_per_s": round(base_fps, 2), "frames": base_frames,
+                              "seconds": round(base_seconds, 2)}
+        result["speedup"] = round(figures["workers_0"]["frames_per_s"] / base_fps, 1)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

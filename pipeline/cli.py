@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from .stages import (
-    animate, crop, demo, download, evaluate, evaluate_talker, extract_keypoints, metadata, profile, shard, synth,
-    talk, train, train_syncer, train_talker, ui,
+    animate, crop, demo, download, evaluate, evaluate_talker, extract_keypoints, find_crops, metadata, profile, shard,
+    synth, talk, train, train_syncer, train_talker, tubes, ui,
 )
 
 app = typer.Typer(
@@ -20,12 +20,14 @@ app = typer.Typer(
 app.command("synth")(synth.command)
 app.command("metadata")(metadata.command)
 app.command("download")(download.command)
+app.command("tubes")(tubes.command)
 app.command("crop")(crop.command)
 app.command("shard")(shard.command)
 # First Order Motion Model
 app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
 app.command("animate")(animate.command)
+app.command("find-crops")(find_crops.command)
 app.command("demo")(demo.command)
 app.command("profile")(profile.command)
 # Audio-driven talker

@@ -30,14 +30,23 @@ SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox"}
 POLL_SECONDS = 1.0
 
 
-def _set_pdeathsig(sig: int) -> bool:
+def _load_prctl():
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+# Resolved once, in the parent: a preexec_fn runs between fork and exec of a threaded
+# process (crop forks ffmpeg from many threads), where dlopen's loader lock may be held
+# by a thread that no longer exists in the child; only the bare foreign call is made there.
+_PRCTL = _load_prctl()
+
+
+def _set_pdeathsig(sig: int) -> bool:
+    return _PRCTL is not None and _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
 def die_with_parent() -> None:

@@ -18,7 +18,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 # Every top-level section some stage reads. A name outside this set is a typo (`modle:`)
 # that would otherwise leave the intended section silently at its defaults.
 KNOWN_SECTIONS = (
-    "synth", "metadata", "download", "crop", "shard",
+    "synth", "metadata", "download", "tubes", "crop", "shard",
     "model", "losses", "train", "evaluate", "demo",
     "talker_model", "syncer", "talker_train", "talker_eval",
 )

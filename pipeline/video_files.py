@@ -19,6 +19,9 @@ from pathlib import Path
 from .ids import is_video_id, safe_join
 
 METADATA_FPS = 25
+# 460 days at 25 fps: any larger "frame number" is corrupt metadata (and would overflow
+# int64 columns downstream), so every reader refuses it.
+MAX_FRAME = 10**9
 SECTION_NAME = re.compile(r"(\d{6,})-(\d{6,})\.mp4")
 
 

@@ -12,7 +12,7 @@ import torch
 from fomm_core.inference.animate import (
     Animator, encode_source, generate_from_cache, hull_area, movement_scale, transfer_keypoints,
 )
-from fomm_core.inference.face_crop import square_crop_box
+from fomm_core.faces.boxes import square_box
 from fomm_core.inference.video_io import VideoWriter, center_square, probe_video, read_video_batches
 
 from _inference_helpers import SIZE, ffprobe_streams, make_image, make_video, run_cli, save_tiny_checkpoint, tiny_models
@@ -125,10 +125,9 @@ def test_writer_is_atomic_and_leaves_nothing_on_failure(tmp_path):
 
 
 def test_square_crop_box_stays_square_and_inside():
-    assert square_crop_box((40, 40, 60, 70), 200, 100, increase=0.0) == (35, 40, 65, 70)
-    box = square_crop_box((0, 0, 30, 30), 200, 100, increase=1.0)  # would reach past the top-left
-    assert box == (0, 0, 60, 60)
-    left, top, right, bottom = square_crop_box((150, 10, 200, 90), 200, 100, increase=0.5)
+    assert square_box(50, 55, 30, 200, 100) == (35, 40, 65, 70)
+    assert square_box(15, 15, 60, 200, 100) == (0, 0, 60, 60)  # would reach past the top-left: shifted
+    left, top, right, bottom = square_box(175, 50, 120, 200, 100)  # larger than the frame: the largest square
     assert right - left == bottom - top == 100 and right <= 200 and left >= 0
 
 

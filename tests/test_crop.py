@@ -7,25 +7,35 @@ seek, a dropped frame or a misplaced box shows up as a wrong picture or pitch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
+from dataclasses import dataclass
+from types import SimpleNamespace
 import sys
+import time
 import wave
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline.crop.geometry import Box, crop_box, scale_box
-from pipeline.crop.run import CropOptions, crop_all
-from pipeline.crop.table import MANIFEST_COLUMNS, read_clips
+from pipeline.crop.config import CropConfig
+from pipeline.crop.manifest import MANIFEST_COLUMNS, merge_manifest
+from pipeline.crop.run import crop_all
+from pipeline.crop.table import read_clips
 from pipeline.ids import make_clip_id
-from pipeline.stages.crop import CropConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _output_helpers import immutable_folder  # noqa: E402
 
 MAIN, BOXV, FPS30, NOAUDIO, GARBAGE, TRUNC, SECTION, MISSING, CUTDATA = (
     "AAAAAAAAAAA", "BBBBBBBBBBB", "CCCCCCCCCCC", "DDDDDDDDDDD", "EEEEEEEEEEE", "FFFFFFFFFFF",
@@ -100,19 +110,52 @@ def write_clips(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def options(**kw) -> CropOptions:
-    """The run options of the stage's config: its defaults, overridden by ``kw``."""
-    config = CropConfig(**kw)
-    config.validate()
-    return config.options()
+def config(**kw) -> CropConfig:
+    """The stage's config: its defaults, overridden by ``kw``."""
+    made = CropConfig(**kw)
+    made.validate()
+    return made
+
+
+@dataclass
+class Row:
+    """One manifest row, read back from the file the stage wrote."""
+
+    status: str
+    reason: str
+    num_frames: int
+    video: str
+    audio: str
+    crop: Box
+    src_width: int
+    src_height: int
+    settings: str
+    clip: SimpleNamespace
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def of(cls, m: dict) -> "Row":
+        return cls(m["status"], m["reason"], m["num_frames"], m["video"], m["audio"],
+                   Box(m["crop_left"], m["crop_top"], m["crop_right"], m["crop_bottom"]),
+                   m["src_width"], m["src_height"], m["settings"],
+                   SimpleNamespace(clip_id=m["clip_id"], partition=m["partition"]))
 
 
 def run_crop(tmp: Path, videos: Path, rows: list[dict], **kw):
     tmp.mkdir(parents=True, exist_ok=True)
     clips = read_clips(write_clips(tmp / "clips.parquet", rows))
     out = tmp / "out"
-    report = crop_all(clips, videos, out, options(**kw))
-    return report, out, {r.clip.clip_id: r for r in report.results}
+    report = crop_all(clips, videos, out, config(**kw))
+    merge_manifest(out)
+    return report, out, {m["clip_id"]: Row.of(m) for m in pq.read_table(out / "manifest.parquet").to_pylist()}
+
+
+def only(results: dict) -> Row:
+    (row,) = results.values()
+    return row
 
 
 def count_frames(path: Path) -> int:
@@ -273,7 +316,7 @@ def test_box_is_scaled_from_metadata_resolution(videos, tmp_path):
     # unscaled, the same numbers would land on black
     report, out, results = run_crop(tmp_path / "unscaled", videos, [clip_row(BOXV, 0, 25, box=rect)],
                                     increase_area=0.0)
-    assert decode_rgb(out / report.results[0].video).mean() < 20
+    assert decode_rgb(out / only(results).video).mean() < 20
 
 
 def test_30fps_source_is_resampled_to_25fps(mixed, videos):
@@ -325,7 +368,7 @@ def test_bad_clips_get_reasons_and_the_rest_succeed(mixed):
 
 def test_no_audio_allowed_keeps_video_without_wav(videos, tmp_path):
     report, out, results = run_crop(tmp_path, videos, [clip_row(NOAUDIO, 0, 25)], require_audio=False)
-    res = report.results[0]
+    res = only(results)
     assert (res.status, res.reason, res.audio, res.num_frames) == ("ok", "no_audio", "", 25)
     assert count_frames(out / res.video) == 25
     assert not list(out.rglob("*.wav"))
@@ -333,8 +376,8 @@ def test_no_audio_allowed_keeps_video_without_wav(videos, tmp_path):
 
 def test_missing_frames_tolerance_accepts_short_clip_and_trims_audio(videos, tmp_path):
     row = clip_row(MAIN, MAIN_FRAMES - 20, MAIN_FRAMES + 2)  # 2 frames past the end
-    report, out, _ = run_crop(tmp_path, videos, [row], max_missing_frames=2)
-    res = report.results[0]
+    report, out, results = run_crop(tmp_path, videos, [row], max_missing_frames=2)
+    res = only(results)
     assert res.status == "ok" and res.num_frames == 20 == count_frames(out / res.video)
     with wave.open(str(out / res.audio)) as wav:
         assert wav.getnframes() == 20 * 640
@@ -367,8 +410,7 @@ def test_cli_writes_manifest_and_summary(videos, tmp_path):
 
 def test_cli_exit_1_when_no_clip_succeeds(videos, tmp_path):
     write_clips(tmp_path / "clips.parquet", [clip_row(MISSING, 0, 25), clip_row(GARBAGE, 0, 25)])
-    params = {"crop": {"clips": "clips.parquet", "videos": str(videos), "out": "o"}}
-    result = cli(tmp_path, params=params)  # everything from params
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "o")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "0 ok, 2 failed" in errors[0] and "Traceback" not in result.stderr
@@ -398,15 +440,263 @@ def test_cli_user_errors_are_one_line(videos, tmp_path, case):
     assert not (tmp_path / "o").exists()
 
 
-def test_rerun_removes_outputs_a_clip_no_longer_gets(videos, tmp_path):
+
+
+# ---------------------------------------------------------------- resume, merge, kill
+
+def own_videos(tmp_path: Path, videos: Path, *ids: str) -> Path:
+    """A private videos folder holding copies of some sources (so a test may delete them)."""
     own = tmp_path / "videos"
-    own.mkdir()
-    (own / f"{BOXV}.mp4").write_bytes((videos / f"{BOXV}.mp4").read_bytes())
+    own.mkdir(exist_ok=True)
+    for video_id in ids:
+        (own / f"{video_id}.mp4").write_bytes((videos / f"{video_id}.mp4").read_bytes())
+    return own
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    return path.stat().st_ino, path.stat().st_mtime_ns
+
+
+def test_rerun_skips_finished_clips_even_without_their_source(videos, tmp_path):
+    own = own_videos(tmp_path, videos, BOXV)
     row = clip_row(BOXV, 0, 10)
-    report, out, _ = run_crop(tmp_path, own, [row])
-    video, audio = out / report.results[0].video, out / report.results[0].audio
-    assert video.is_file() and audio.is_file()
+    _, out, first = run_crop(tmp_path, own, [row])
+    res = only(first)
+    video, audio = out / res.video, out / res.audio
+    before = stamp(video), stamp(audio)
+    (own / f"{BOXV}.mp4").unlink()  # e.g. sources deleted to free disk after cropping
+    report, out, again = run_crop(tmp_path, own, [row])
+    assert (report.ok, report.already_done, report.frames) == (1, 1, 0)  # nothing encoded
+    assert only(again) == res and (stamp(video), stamp(audio)) == before
+
+
+def test_changed_settings_redo_the_clip_and_a_failed_redo_drops_its_old_files(videos, tmp_path):
+    """The choice for "ok before, fails now": only a clip whose settings changed is redone
+    (an unchanged one is skipped, see above); if the redo fails, its files made with the
+    old settings go and its row says why, so the folder never holds a crop the manifest
+    does not describe. Other clips' rows and files are untouched."""
+    own = own_videos(tmp_path, videos, BOXV, MAIN)
+    rows = [clip_row(BOXV, 0, 10), clip_row(MAIN, 0, 10)]
+    _, out, first = run_crop(tmp_path, own, rows)
+    boxv, main = (first[r["clip_id"]] for r in rows)
+    main_stamp = stamp(out / main.video)
+    report, out, second = run_crop(tmp_path, own, rows, increase_area=0.3)
+    assert report.already_done == 0 and second[boxv.clip.clip_id].settings != boxv.settings
+    assert second[boxv.clip.clip_id].crop.right - second[boxv.clip.clip_id].crop.left > boxv.crop.right - boxv.crop.left
     (own / f"{BOXV}.mp4").unlink()
-    report, out, _ = run_crop(tmp_path, own, [row])
-    assert report.results[0].reason == "not_downloaded"
-    assert not video.exists() and not audio.exists()
+    report, out, third = run_crop(tmp_path, own, rows[:1], increase_area=0.1)
+    failed = third[boxv.clip.clip_id]
+    assert (failed.status, failed.reason) == ("failed", "not_downloaded")
+    assert not (out / boxv.video).exists() and not (out / boxv.audio).exists()
+    assert third[main.clip.clip_id] == second[main.clip.clip_id]  # not in this table: kept as it was
+    assert (out / main.video).is_file() and stamp(out / main.video) != main_stamp  # (redone at 0.3)
+
+
+def test_box_entirely_outside_the_frame_is_rejected(videos, tmp_path):
+    rows = [clip_row(MAIN, 0, 10, box=(700, 20, 900, 300)),  # right of a 640-wide frame
+            clip_row(MAIN, 10, 20, box=(800, 20, 1000, 300), width=0, height=H),  # unknown width
+            clip_row(MAIN, 20, 30, box=(100, -400, 300, -10)),  # above the frame
+            clip_row(MAIN, 30, 40, box=(600, 300, 700, 400))]  # partly inside: clamped and kept
+    report, out, results = run_crop(tmp_path, videos, rows)
+    reasons = [results[r["clip_id"]].reason for r in rows]
+    assert reasons == ["outside_frame"] * 3 + [""]
+    assert report.failure_counts() == {"outside_frame": 3}
+    assert not list(out.rglob("*#00000*#0000[123]0.mp4"))
+
+
+def test_cli_failing_table_never_drops_earlier_good_clips(videos, tmp_path):
+    good = [clip_row(MAIN, 0, 10), clip_row(MAIN, 10, 20), clip_row(MAIN, 20, 30)]
+    write_clips(tmp_path / "good.parquet", good)
+    assert cli(tmp_path, "good.parquet", "--videos", str(videos), "--out", "clips").returncode == 0
+    files = {p: stamp(p) for p in (tmp_path / "clips").rglob("*.mp4")}
+    write_clips(tmp_path / "bad.parquet", [clip_row(MISSING, 0, 25)])
+    result = cli(tmp_path, "bad.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 1 and "0 ok, 1 failed (not_downloaded 1) of 1 clips" in result.stderr
+    assert "also keeps 3 clips of earlier runs that bad.parquet does not list" in result.stdout
+    manifest = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
+    assert sorted(manifest["status"]) == ["failed", "ok", "ok", "ok"]
+    assert {p: stamp(p) for p in (tmp_path / "clips").rglob("*.mp4")} == files  # nothing lost or redone
+    from pipeline.shard.manifest import read_manifest
+    clips, skipped = read_manifest(tmp_path / "clips")  # the next stage still takes the folder
+    assert len(clips) == 3 and skipped == 1
+
+
+def journal_lines(out: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in out.glob(".manifest.parts/*.jsonl"))
+
+
+def test_cli_sigkill_then_rerun_redoes_only_the_clips_in_flight(videos, tmp_path):
+    rows = [clip_row(MAIN, start, start + 15) for start in range(0, 180, 15)]  # 12 clips
+    write_clips(tmp_path / "clips.parquet", rows)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"crop": {"workers": 1}}))
+    out = tmp_path / "clips"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "crop", "clips.parquet", "--videos", str(videos),
+                             "--out", "clips"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while journal_lines(out) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no clip finished in 60 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = journal_lines(out)
+    assert done < len(rows), "the run finished before the kill"
+    assert [p for p in out.rglob(".*") if ".tmp" in p.name], "expected the killed clip's temporaries"
+    journalled = pd.concat([pd.read_json(p, lines=True) for p in out.glob(".manifest.parts/*.jsonl")])
+    finished = {out / v: stamp(out / v) for v in journalled["video"]}
+    # Final names only for journalled clips (plus, at most, the one renamed just before the kill).
+    assert len(finished) <= len([p for p in out.rglob("[!.]*.mp4")]) <= done + 1
+    rerun = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips", params={"crop": {"workers": 1}})
+    assert rerun.returncode == 0, rerun.stderr
+    # Every clip whose row was written is skipped: only the one in flight and the unstarted run.
+    assert f"crop: 12 ok ({done} already done), 0 failed of 12 clips; {(12 - done) * 15} frames in" in rerun.stdout
+    assert all(stamp(p) == s for p, s in finished.items())
+    assert not [p for p in out.rglob(".*") if ".tmp" in p.name], "stale temporaries survived the re-run"
+    assert not (out / ".manifest.parts").exists()
+    assert len(pd.read_parquet(out / "manifest.parquet")) == 12
+
+
+def test_cli_parts_share_the_table_and_merge_writes_the_manifest(videos, tmp_path):
+    ids = [MAIN, FPS30, BOXV, NOAUDIO, SECTION]
+    rows = [clip_row(v, 50 + k, 60 + k) for v in ids for k in (0, 10)]
+    write_clips(tmp_path / "clips.parquet", rows)
+    args = ("clips.parquet", "--videos", str(videos), "--out", "clips")
+    first = cli(tmp_path, *args, "--part", "1/2")
+    assert first.returncode in (0, 1), first.stderr
+    assert not (tmp_path / "clips" / "manifest.parquet").exists()  # parts never write it
+    early = cli(tmp_path, *args, "--merge")
+    assert early.returncode == 1 and "clips of clips.parquet have no result yet" in early.stderr
+    second = cli(tmp_path, *args, "--part", "2/2")
+    assert second.returncode in (0, 1), second.stderr
+    counts = [int(re.search(r"of (\d+) clips", r.stdout + r.stderr).group(1)) for r in (first, second)]
+    assert sum(counts) == len(rows) and all(counts)
+    merged = cli(tmp_path, *args, "--merge")
+    assert merged.returncode == 0, merged.stderr
+    manifest = pd.read_parquet(tmp_path / "clips" / "manifest.parquet")
+    assert sorted(manifest["clip_id"]) == sorted(r["clip_id"] for r in rows)
+    assert list(manifest["clip_id"]) == sorted(manifest["clip_id"])
+    for video_id, group in manifest.groupby("video_id"):  # one video's clips on one machine
+        assert len(group) == 2
+    assert cli(tmp_path, *args, "--part", "3/2").returncode == 2
+
+
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "input_inside", "foreign_folder", "immutable"])
+def test_cli_refuses_a_bad_out_before_any_work(videos, tmp_path, case):
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, 0, 10)])
+    (tmp_path / "afile").write_text("x")
+    out, expected = {
+        "proc": ("/proc/fomm-crop-out", "cannot write in /proc"),
+        "file_as_folder": ("afile/clips", "is a file, not a folder"),
+        "input_inside": (".", "contains the input"),
+        "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
+        "immutable": ("locked", "cannot write in"),
+    }[case]
+    if case == "foreign_folder":
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.mp4")) and not list(tmp_path.rglob("manifest.parquet"))
+
+
+@pytest.mark.parametrize("video_id", ["-oProxyComm", "-i_________", "--exec_____"])
+def test_ids_that_read_as_options_are_refused(videos, tmp_path, video_id):
+    row = clip_row(MAIN, 0, 10)
+    row.update(video_id=video_id, clip_id=f"id10001#{video_id}#000000#000010")
+    write_clips(tmp_path / "clips.parquet", [row])
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 2 and f"video_id {video_id!r} is not 11 characters" in result.stderr
+    assert "not starting with '-'" in result.stderr and not (tmp_path / "clips").exists()
+
+
+def test_tool_paths_are_absolute_even_for_relative_names(tmp_path, monkeypatch):
+    """A file really named like an option is read as a file: every path reaches ffmpeg absolute."""
+    from pipeline.crop.ffmpeg_job import CropJob, EncodeSettings, build_command
+    from pipeline.crop.geometry import PixelBox
+    from pipeline.crop.probe import probe
+
+    monkeypatch.chdir(tmp_path)
+    identifiable_video(tmp_path / "src.mp4", 0.4)
+    (tmp_path / "src.mp4").rename(tmp_path / "-i")
+    assert probe(Path("-i")).width == W  # ffprobe got /abs/-i, not the option -i
+    cmd = build_command(CropJob(Path("-i"), 0.0, 5, PixelBox(0, 0, 100, 100), True), EncodeSettings(),
+                        Path("-y.mp4"), Path("-f.wav"))
+    assert cmd[cmd.index("-i") + 1] == str(tmp_path / "-i")
+    for name in ("-y.mp4", "-f.wav"):
+        assert str(tmp_path / name) in cmd and name not in cmd
+
+
+def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
+    """kill -9 leaves hidden temporaries; the DVC re-run removes them, resumes, and the
+    output it records is the folder as it stays (no `artifacts/clips modified` later)."""
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
+        return done
+
+    own_videos(tmp_path, videos, MAIN)
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, s, s + 15) for s in range(0, 150, 15)])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"crop": {"workers": 1}}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"crop": {
+        "cmd": "fomm crop clips.parquet --videos videos --out clips",
+        "deps": ["clips.parquet", "videos"], "params": ["crop"],
+        "outs": [{"clips": {"persist": True}}]}}}))
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    proc = subprocess.Popen([str(venv_bin / "fomm"), "crop", "clips.parquet", "--videos", "videos", "--out", "clips"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while journal_lines(tmp_path / "clips") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name]
+    repro = run("dvc", "repro", "crop")
+    assert "already done" in repro.stdout
+    assert not [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name or p.name.endswith(".parts")]
+    assert "Data and pipelines are up to date" in run("dvc", "status").stdout
+    assert "up to date" in run("dvc", "repro", "crop").stdout.lower()
+
+
+def test_shard_refuses_option_like_ids_in_a_manifest(tmp_path):
+    """Upstream of shard: a (hand-edited) manifest row with such an id never becomes a path."""
+    from fomm_core.errors import FommError
+    from pipeline.shard.manifest import read_manifest
+
+    row = clip_row(MAIN, 0, 10)
+    for video_id in ("-oProxyComm", "--exec_____"):
+        clip_id = f"id10001#{video_id}#000000#000010"
+        manifest = {**{k: [v] for k, v in row.items() if k in MANIFEST_COLUMNS}, "video_id": [video_id],
+                    "clip_id": [clip_id], "status": ["ok"], "reason": [""], "num_frames": [10], "fps": [25.0],
+                    "video": [f"train/{clip_id}.mp4"], "audio": [""], "crop_left": [0.0], "crop_top": [0.0],
+                    "crop_right": [10.0], "crop_bottom": [10.0], "src_width": [W], "src_height": [H],
+                    "settings": [""]}
+        (tmp_path / "clips").mkdir(exist_ok=True)
+        pd.DataFrame(manifest).to_parquet(tmp_path / "clips" / "manifest.parquet")
+        with pytest.raises(FommError, match="not of the form|not 11 characters|not starting"):
+            read_manifest(tmp_path / "clips")
+
+
+@pytest.mark.parametrize("column, value", [("end", 1e30), ("start", 2.0**70), ("end", 2**63 - 1)])
+def test_frame_numbers_past_int64_are_one_line(videos, tmp_path, column, value):
+    row = clip_row(MAIN, 0, 10)
+    row[column] = value
+    write_clips(tmp_path / "clips.parquet", [clip_row(MAIN, 10, 20), row])
+    result = cli(tmp_path, "clips.parquet", "--videos", str(videos), "--out", "clips")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"clips.parquet row 1 {column}: expected a whole frame number from 0 to 1000000000" in result.stderr

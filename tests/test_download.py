@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -23,7 +24,7 @@ from pipeline.download.archive import Archive
 from pipeline.download.config import DownloadConfig
 from pipeline.download.errors import PERMANENT, TRANSIENT, classify
 from pipeline.download.jobs import plan_jobs
-from pipeline.download.report import SCHEMA
+from pipeline.download.report import SCHEMA, load_rows
 from pipeline.download.retry import Backoff, with_retries
 from pipeline.download.runner import run_download
 from pipeline.download.ytdlp_options import YtdlpLogger, build_params, format_selector
@@ -31,6 +32,7 @@ from pipeline.video_files import find_source, section_path, whole_video_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _download_helpers import CUT, DROP, STALL, LoopbackServer, make_fixture_mp4, probe_duration  # noqa: E402
+from _output_helpers import immutable_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(backoff_base=0.01, backoff_max=0.05, jitter=0.0, ytdlp_retries=0, socket_timeout=5.0)
@@ -73,6 +75,13 @@ def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
+def journal_rows(out: Path) -> dict[str, dict]:
+    """The rows a (possibly killed) run has journalled so far, report.parquet included."""
+    if not out.is_dir():
+        return {}
+    return {k: dict(v) for k, v in load_rows(out).to_dict("index").items()}
+
+
 def nonempty(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
@@ -81,7 +90,7 @@ def nonempty(path: Path) -> bool:
 
 
 def write_params(path: Path, **download) -> Path:
-    path.write_text(yaml.safe_dump({"download": download, "other_stage": {"ignored": 1}}))
+    path.write_text(yaml.safe_dump({"download": download, "crop": {"size": 256}}))
     return path
 
 
@@ -159,6 +168,62 @@ def test_resume_skips_finished_videos_and_keeps_their_rows(tmp_path, server, vid
     assert after[vid("second")]["status"] == "ok" and after[vid("second")]["attempts"] == 2
     assert second.already_done == 1 and second.new_bytes == len(video_bytes)
     assert sorted(Archive(out / "archive.txt").entries()) == ["generic first", "generic second"]
+
+
+def test_rerun_over_finished_and_permanently_failed_videos_makes_no_request(tmp_path, server, video_bytes):
+    scripts = {"fine": [], "gone": [404] * 10, "flaky": [503]}
+    urls = {name: server.add(f"/{name}.mp4", video_bytes, script=script) for name, script in scripts.items()}
+    urls["private"] = server.add("/private.mp4", video_bytes, script=[410] * 10)
+    clips = write_clips(tmp_path / "clips.parquet",
+                        [{"video_id": vid(n), "url": u, "start": 0, "end": 25} for n, u in urls.items()])
+    out = tmp_path / "videos"
+    first = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert [(r.status, r.reason) for r in first.rows] == [
+        ("ok", ""), ("skipped", "http_404"), ("failed", "http_5xx"), ("skipped", "http_410")]
+    before = read_report(out)
+    assert not list(out.glob(".report.parts/*"))  # merged into report.parquet and removed
+
+    # The transient failure is retried; the finished and the permanently failed are not.
+    server.log.clear()
+    second = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/flaky.mp4"}
+    assert second.not_retried == 2 and second.already_done == 1
+    after = read_report(out)
+    for name in ("fine", "gone", "private"):
+        assert after[vid(name)] == before[vid(name)], name  # rows kept as they were
+
+    # Everything settled: a third run makes no request at all.
+    server.log.clear()
+    third = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert server.log == [] and third.already_done == 2 and third.not_retried == 2
+
+    # Asked to, the permanent failures are tried again (once each: still permanent).
+    fourth = run_download(DownloadConfig(retries=3, retry_failed=True, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/gone.mp4", "/private.mp4"}
+    assert server.requests("/gone.mp4") == 1 and fourth.not_retried == 0
+    # A new URL for a given-up video is a new chance, without being asked.
+    moved = server.add("/moved.mp4", video_bytes)
+    rows = [{"video_id": vid(n), "url": moved if n == "gone" else u, "start": 0, "end": 25} for n, u in urls.items()]
+    write_clips(clips, rows)
+    server.log.clear()
+    fifth = run_download(DownloadConfig(retries=0, **FAST), clips, out, show_progress=False)
+    assert {p for _, p, _ in server.log} == {"/moved.mp4"}
+    assert read_report(out)[vid("gone")]["status"] == "ok" and fifth.not_retried == 1
+
+
+def test_cli_summary_says_permanent_failures_were_not_retried(tmp_path, server, video_bytes):
+    gone = server.add("/gone.mp4", video_bytes, script=[404] * 10)
+    good = server.add("/good.mp4", video_bytes)
+    write_clips(tmp_path / "clips.parquet", [{"video_id": vid("gone"), "url": gone, "start": 0, "end": 25},
+                                             {"video_id": vid("good"), "url": good, "start": 0, "end": 25}])
+    write_params(tmp_path / "params.yaml", workers=0, **FAST)
+    assert run_cli(tmp_path, "clips.parquet", "--out", "out").returncode == 0
+    again = run_cli(tmp_path, "clips.parquet", "--out", "out")
+    assert again.returncode == 0, again.stderr
+    assert ("download: 1 ok (1 already done), 1 skipped (http_404 1), 0 failed of 2 videos; 0.0 MB in "
+            in again.stdout)
+    assert "1 permanent failures of earlier runs not retried (download.retry_failed)" in again.stdout
+    assert server.requests("/gone.mp4") == 1
 
 
 # ---------------------------------------------------------------- sections mode
@@ -249,9 +314,7 @@ def test_cli_kill_mid_run_then_resume(tmp_path, server, video_bytes):
         deadline = time.monotonic() + 60
         part_dir = out / ".partial" / vid("two")
         while time.monotonic() < deadline:  # first video reported done, second one mid-transfer
-            if (out / "report.parquet").is_file() and vid("one") in read_report(out) and any(
-                nonempty(p) for p in part_dir.glob("*.part")
-            ):
+            if vid("one") in journal_rows(out) and any(nonempty(p) for p in part_dir.glob("*.part")):
                 break
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
@@ -266,7 +329,8 @@ def test_cli_kill_mid_run_then_resume(tmp_path, server, video_bytes):
     assert not whole_video_path(out, vid("two")).exists()  # partial data never has a final name
     assert not whole_video_path(out, vid("three")).exists()
     assert list((out / ".partial" / vid("two")).glob("*.part"))  # a resumable part file
-    killed_row = read_report(out)[vid("one")]
+    assert not (out / "report.parquet").exists()  # the finished row lives in the journal only
+    killed_row = journal_rows(out)[vid("one")]
     counts = {n: server.requests(f"/{n}.mp4") for n in names}
 
     for route in server.routes.values():
@@ -313,7 +377,8 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path):
     bad_id = run_cli(tmp_path, "clips.parquet", "--out", "out")
     assert bad_id.returncode == 2
     assert bad_id.stderr.strip() == (
-        "error: clips.parquet row 1: video id '../../etc' is not 11 characters of [A-Za-z0-9_-]"
+        "error: clips.parquet row 1: video id '../../etc' is not 11 characters of [A-Za-z0-9_-], "
+        "not starting with '-'"
     )
     assert not (tmp_path / "out").exists()
 
@@ -444,3 +509,43 @@ def test_cookies_file_is_sent_and_never_rewritten(tmp_path, server, video_bytes)
     assert not list((tmp_path / "out").rglob("*cookies*"))
     with pytest.raises(FommError, match="download.cookies: cookies file .*missing.txt not found"):
         run_download(DownloadConfig(cookies=str(tmp_path / "missing.txt")), clips, tmp_path / "out", show_progress=False)
+
+
+@pytest.mark.parametrize("case", ["proc", "file_as_folder", "foreign_folder", "contains_input", "immutable",
+                                  "-oProxyComm", "-i_________", "--exec_____"])
+def test_cli_refuses_bad_out_and_option_like_ids_before_any_request(tmp_path, server, video_bytes, case):
+    url = server.add("/v.mp4", video_bytes)
+    video_id, out = vid("fine"), "out"
+    (tmp_path / "afile").write_text("x")
+    if case.startswith("-"):
+        video_id, expected = case, f"video id {case!r} is not 11 characters of [A-Za-z0-9_-], not starting with '-'"
+    else:
+        out, expected = {
+            "proc": ("/proc/fomm-download-out", "cannot write in /proc"),
+            "file_as_folder": ("afile/videos", "is a file, not a folder"),
+            "foreign_folder": ("mine", "already holds 'PRECIOUS.txt'"),
+            "contains_input": (".", "contains the input"),
+            "immutable": ("locked", "cannot write in"),
+        }[case]
+    if case == "foreign_folder":
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "PRECIOUS.txt").write_text("keep me")
+    write_clips(tmp_path / "clips.parquet", [{"video_id": video_id, "url": url, "start": 0, "end": 25}])
+    write_params(tmp_path / "params.yaml", **FAST)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        if case == "immutable":
+            before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        done = run_cli(tmp_path, "clips.parquet", "--out", out)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and expected in done.stderr and "Traceback" not in done.stderr
+    assert server.log == []
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("value", [1e30, 2.0**70, 2**63 - 1])
+def test_frame_numbers_past_int64_name_the_row(value):
+    table = pd.DataFrame([("abcdefghijk", "https://h/v.mp4", 0, 25), ("abcdefghijk", "https://h/v.mp4", 0, value)],
+                         columns=["video_id", "url", "start", "end"])
+    with pytest.raises(FommError, match=r"clips.parquet row 1: end .* must be a whole frame number from 0 to 1000000000"):
+        plan_jobs(table, Path("clips.parquet"), allow_file_urls=False)

@@ -1,7 +1,7 @@
-"""The Haar-cascade face crop on faces drawn by this project's synthetic renderer.
+"""Training-like face crops for users: ``fomm animate --crop-face`` / ``--crop-box`` on real media.
 
-Each face is drawn with :class:`pipeline.synth.face.FaceModel`, whose landmarks are exactly
-where the pixels are, placed off-centre in a wide frame so a centred crop would miss it.
+The source is astronaut.png (a real photo); the driving video is a synthetic head that
+moves across a wide frame, so a centred crop would miss it.
 """
 
 from __future__ import annotations
@@ -10,84 +10,60 @@ import cv2
 import numpy as np
 import pytest
 
-from fomm_core.errors import FommError
-from fomm_core.inference.face_crop import detect_face, face_crop_box, load_face_detector
-from fomm_core.inference.video_io import VideoWriter
-from pipeline.synth.face import FaceModel
-from pipeline.synth.identity import make_background, make_style
+from fomm_core.faces import DlibBackend
+from fomm_core.inference.face_crop import read_cropped_batches, video_crop_boxes
 
+from _face_helpers import ASTRONAUT, draw, write_video
 from _inference_helpers import ffprobe_streams, run_cli, save_tiny_checkpoint
 
-WIDTH, HEIGHT = 320, 180
+W, H = 480, 270
+FRAMES = 30
 
 
-def draw_face(identity: int, centre: tuple[float, float], mouth_open: float = 0.3, yaw: float = 0.0,
-              width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB frame with one synthetic head at ``centre`` (pixels) and its (5, 2) landmarks."""
-    style = make_style(np.random.default_rng(identity), identity)
-    frame = make_background(np.random.default_rng(1000 + identity), width, height)
-    model = FaceModel(style, height)
-    pose = np.array([centre[0], centre[1], 0.03, 1.0, yaw], np.float32)  # tx, ty, roll, scale, yaw
-    model.draw(frame, pose, 0.0, mouth_open)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), model.landmarks(pose, mouth_open)
-
-
-def inside(box, points: np.ndarray) -> bool:
-    left, top, right, bottom = box
-    return bool(np.all((points[:, 0] >= left) & (points[:, 0] <= right)
-                       & (points[:, 1] >= top) & (points[:, 1] <= bottom)))
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_face_detector()
-
-
-@pytest.mark.parametrize("identity, centre, yaw", [(0, (240, 85), 0.0), (1, (75, 95), 0.2), (3, (250, 80), -0.25)])
-def test_detector_box_holds_every_landmark(detector, identity, centre, yaw):
-    image, landmarks = draw_face(identity, centre, yaw=yaw)
-    box = detect_face(image, detector)
-    assert box is not None
-    assert inside(box, landmarks), (box, landmarks)
-    left, top, right, bottom = box
-    assert right - left < WIDTH / 2  # the face, not the whole frame
-
-
-def test_crop_box_is_a_square_inside_the_image_around_the_face(detector):
-    image, landmarks = draw_face(2, (255, 90))
-    left, top, right, bottom = face_crop_box(image, "face.png", detector=detector)
-    assert right - left == bottom - top > 0
-    assert 0 <= left and 0 <= top and right <= WIDTH and bottom <= HEIGHT
-    assert inside((left, top, right, bottom), landmarks)
-    assert (left + right) / 2 > WIDTH / 2 + 40  # follows the off-centre face, not the frame centre
-
-
-def test_uniform_image_has_no_face(detector):
-    grey = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
-    assert detect_face(grey, detector) is None
-    with pytest.raises(FommError, match="grey.png: no face found"):
-        face_crop_box(grey, "grey.png", detector=detector)
+def centre_x(k: int) -> float:
+    return 130 + 8 * k  # left to right: 130 -> 362 px
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("face_crop")
     save_tiny_checkpoint(root / "ckpt.pt", frame_size=40)
-    with VideoWriter(root / "wide.mp4", WIDTH, HEIGHT, 25.0) as writer:
-        for k in range(6):  # a face to the right, moving its mouth
-            writer.write(draw_face(4, (230 + k, 88), mouth_open=0.5 * (k % 2))[0])
-    source, _ = draw_face(5, (90, 110), width=300, height=200)  # a wide source, face to the left
-    cv2.imwrite(str(root / "source.png"), cv2.cvtColor(source, cv2.COLOR_RGB2BGR))
+    write_video(root / "wide.mp4", [draw(W, H, [(4, centre_x(k), 140, 1.0)], mouth_open=0.5 * (k % 2))
+                                    for k in range(FRAMES)])
+    cv2.imwrite(str(root / "source.jpg"), cv2.imread(str(ASTRONAUT)))
     cv2.imwrite(str(root / "grey.png"), np.full((120, 200, 3), 128, np.uint8))
     return root
 
 
-def test_animate_crop_face_on_wide_inputs(media):
-    run_cli(["animate", "--source", "source.png", "--driving", "wide.mp4", "--checkpoint", "ckpt.pt",
-             "--out", "out.mp4", "--crop-face", "--batch-size", "3", "--device", "cpu"], media)
-    video = ffprobe_streams(media / "out.mp4")["video"]
-    assert (video["width"], video["height"]) == (40, 40)  # the checkpoint's training size
-    assert int(video["nb_read_frames"]) == 6
+def test_driving_crop_follows_the_face_smoothly(media):
+    crop = video_crop_boxes(media / "wide.mp4", DlibBackend(), stride=5, window=5)
+    assert crop.boxes.shape == (FRAMES, 4) and crop.found == crop.measured == 6
+    centres = (crop.boxes[:, 0] + crop.boxes[:, 2]) / 2
+    truth = np.array([centre_x(k) for k in range(FRAMES)])
+    assert np.abs(centres - truth)[3:-3].max() < 12  # follows the head (ends held)
+    assert np.all(np.diff(centres) >= -1)  # no jitter backwards
+    sides = crop.boxes[:, 2] - crop.boxes[:, 0]
+    assert np.all(sides == crop.boxes[:, 3] - crop.boxes[:, 1]) and sides.std() < 3
+    first = next(read_cropped_batches(media / "wide.mp4", crop.boxes, 64, batch=4))
+    assert first.shape == (4, 64, 64, 3)
+
+
+def test_animate_crop_face_on_a_photo_and_a_wide_video(media):
+    run_cli(["animate", "--source", "source.jpg", "--driving", "wide.mp4", "--checkpoint", "ckpt.pt",
+             "--out", "out.mp4", "--crop-face", "--batch-size", "8", "--device", "cpu"], media)
+    stream = ffprobe_streams(media / "out.mp4")
+    assert (stream["video"]["width"], stream["video"]["height"]) == (40, 40)  # the checkpoint's training size
+    assert int(stream["video"]["nb_read_frames"]) == FRAMES and "audio" in stream
+
+
+def test_animate_crop_box_and_time_range(media):
+    run_cli(["animate", "--source", "source.jpg", "--driving", "wide.mp4", "--checkpoint", "ckpt.pt",
+             "--out", "part.mp4", "--crop-box", "100,20,300,220", "--start", "0.4", "--end", "0.8",
+             "--device", "cpu"], media)
+    assert int(ffprobe_streams(media / "part.mp4")["video"]["nb_read_frames"]) == 10
+    bad = run_cli(["animate", "--source", "source.jpg", "--driving", "wide.mp4", "--checkpoint", "ckpt.pt",
+                   "--out", "bad.mp4", "--crop-box", "100,20,900,220", "--device", "cpu"], media, check=False)
+    assert bad.returncode == 2 and "reaches outside" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_animate_crop_face_without_a_face_is_a_one_line_error(media):

@@ -109,3 +109,13 @@ def test_atomic_outputs_get_umask_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("vid", ["-oProxyComm", "-i_________", "--exec_____"])
+def test_video_ids_may_not_start_with_a_dash(vid):
+    """Such a name reads as an option to ffmpeg, ffprobe, yt-dlp or a shell."""
+    assert len(vid) == 11 and not is_video_id(vid)
+    with pytest.raises(FommError, match="not starting with '-'"):
+        make_clip_id("id10001", vid, 0, 10)
+    with pytest.raises(FommError):
+        parse_clip_id(f"id10001#{vid}#000000#000010")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -20,6 +21,9 @@ from pipeline.metadata.config import MetadataConfig
 from pipeline.metadata.identities import load_test_identities
 from pipeline.metadata.tables import clips_table, rejects_table
 from pipeline.params import load_section
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _output_helpers import immutable_folder, run_fomm_measured  # noqa: E402
 
 # Real published rows (198 of VoxCeleb1's vox-metadata.csv), kept in the repo so a fresh clone tests them.
 SAMPLE = Path(__file__).resolve().parents[1] / "metadata" / "vox-metadata-sample.csv"
@@ -493,4 +497,106 @@ def test_bad_params_name_the_key(tmp_path):
     params.write_text("metadata:\n  min_frames: 0\n")
     with pytest.raises(FommError, match="min_frames must be at least 1"):
         load_section(params, "metadata", MetadataConfig)
-    assert load_section(tmp_path / "params.yaml", "other", MetadataConfig) == MetadataConfig()
+    params.write_text("synth:\n  seed: 1\n")  # no metadata section: the defaults, with a note
+    assert load_section(params, "metadata", MetadataConfig) == MetadataConfig()
+
+
+# ---------------------------------------------------------------- hostile inputs and outputs
+
+def bomb_zip(path: Path, inflated: int, declared: int | None = None, members: int = 1) -> Path:
+    """``members`` members of ``inflated`` zero bytes each; headers may lie (``declared``)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for k in range(members):
+            info = zipfile.ZipInfo(f"txt/id10001/abcdefghijk/{k + 1:05d}.txt")
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=False) as handle:
+                chunk = b"0" * (1 << 20)
+                for offset in range(0, inflated, len(chunk)):
+                    handle.write(chunk[: inflated - offset])
+    if declared is not None:  # patch both headers' uncompressed size
+        data = bytearray(path.read_bytes())
+        for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+            start = data.index(signature)
+            data[start + field: start + field + 4] = declared.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+    return path
+
+
+def run_measured(tmp_path: Path, *args: str) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in MB) of `fomm metadata ARGS` in its own process."""
+    (tmp_path / "params.yaml").write_text("metadata: {out: out/clips.parquet}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    done, peak_mb = run_fomm_measured(["metadata", *args], tmp_path, env)
+    return done.returncode, done.stderr, peak_mb
+
+
+def test_zip_bomb_lying_header_is_read_with_a_hard_cap(tmp_path):
+    """1 GiB of zeros deflated to ~1 MB, the headers claiming 1000 bytes."""
+    bomb = bomb_zip(tmp_path / "bomb.zip", 1 << 30, declared=1000)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    code, stderr, rss_mb = run_measured(tmp_path, "bomb.zip")
+    assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert "bomb.zip: member 'txt/id10001/abcdefghijk/00001.txt' is corrupt" in stderr
+    assert rss_mb < 400, f"peak RSS {rss_mb} MB"
+
+
+def test_zip_bombs_honest_header_and_many_members_are_capped(tmp_path):
+    bomb_zip(tmp_path / "big.zip", (16 << 20) + 1)  # one member just past the 16 MB annotation cap
+    code, stderr, rss_mb = run_measured(tmp_path, "big.zip")
+    assert code == 2 and "no clips left from 1 rows (malformed_row 1)" in stderr and rss_mb < 400, stderr
+    many = bomb_zip(tmp_path / "many.zip", 15 << 20, members=20)  # each under 16 MB, 300 MB in all
+    assert many.stat().st_size * 100 < 256 << 20
+    code, stderr, rss_mb = run_measured(tmp_path, "many.zip")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "members inflate to more than 100 times the zip's size" in stderr and rss_mb < 400
+    with zipfile.ZipFile(tmp_path / "bz.zip", "w", zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("txt/id10001/abcdefghijk/00001.txt", b"0" * 1000)
+    with pytest.raises(FommError, match=r"no clips left from 1 rows \(malformed_row 1\)"):
+        build([tmp_path / "bz.zip"], MetadataConfig())
+
+
+@pytest.mark.parametrize("case", ["foreign_text", "foreign_parquet", "proc", "file_as_folder", "inside_input",
+                                  "immutable"])
+def test_cli_out_refuses_what_metadata_did_not_write_before_any_work(tmp_path, case):
+    (tmp_path / "afile").write_text("x")
+    tree = tmp_path / "tree"
+    (tree / "txt").mkdir(parents=True)
+    out, expected = {
+        "foreign_text": ("clips.parquet", "exists and was not written by `fomm metadata`"),
+        "foreign_parquet": ("clips.parquet", "exists and was not written by `fomm metadata`"),
+        "proc": ("/proc/fomm-meta/clips.parquet", "cannot write in /proc"),
+        "file_as_folder": ("afile/clips.parquet", "is a file, not a folder"),
+        "inside_input": ("tree/clips.parquet", "lies inside the input folder"),
+        "immutable": ("locked/clips.parquet", "cannot write in"),
+    }[case]
+    if case == "foreign_text":
+        (tmp_path / "clips.parquet").write_text("PRECIOUS")
+    if case == "foreign_parquet":
+        pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "clips.parquet")
+    args = [str(SAMPLE), "tree"] if case == "inside_input" else [str(SAMPLE)]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"}
+    with immutable_folder(tmp_path / "locked") if case == "immutable" else contextlib.nullcontext():
+        done = run_cli(tmp_path, *args, "--out", out, "--rejects", "rejects.parquet")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"}
+    assert after == before
+
+
+def test_cli_replaces_its_own_tables_and_stamps_them(tmp_path):
+    import pyarrow.parquet as pq
+
+    for _ in range(2):
+        done = run_cli(tmp_path, str(SAMPLE), "--out", "clips.parquet")
+        assert done.returncode == 0, done.stderr
+    for name in ("clips.parquet", "rejects.parquet"):
+        assert pq.read_schema(tmp_path / name).metadata[b"fomm.command"] == b"metadata"
+
+
+def test_option_like_video_ids_are_rejected(tmp_path):
+    rows = [variant(video_id=v) for v in ("-oProxyComm", "-i_________", "--exec_____")]
+    path = tmp_path / "opts.csv"
+    path.write_text(HEADER + "\n" + "\n".join(",".join(r) for r in rows) + "\n" + ",".join(variant()) + "\n")
+    clips, rejects = frames_of([path], min_frames=1)
+    assert len(clips) == 1 and list(rejects["reason"]) == ["malformed_id"] * 3
+    assert all("not starting with '-'" in d for d in rejects["detail"])

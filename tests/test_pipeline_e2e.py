@@ -108,7 +108,7 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-DATA_STAGES = ["synth", "metadata", "download", "crop", "shard"]
+DATA_STAGES = ["synth", "metadata", "download", "tubes", "crop", "shard"]
 MODEL_STAGES = {"train", "evaluate", "demo", "extract-keypoints", "train-syncer", "train-talker", "evaluate-talker",
                 "talk"}
 
@@ -116,7 +116,7 @@ MODEL_STAGES = {"train", "evaluate", "demo", "extract-keypoints", "train-syncer"
 def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project):
     first = run(["dvc", "repro"], project)
     ran = stages_run(first.stdout)
-    assert ran[:5] == DATA_STAGES and set(ran[5:]) == MODEL_STAGES
+    assert ran[:6] == DATA_STAGES and set(ran[6:]) == MODEL_STAGES
     for before, after in (("train", "evaluate"), ("train", "extract-keypoints"), ("extract-keypoints", "train-syncer"),
                           ("train-syncer", "train-talker"), ("train-talker", "evaluate-talker"), ("demo", "talk"),
                           ("train-talker", "talk")):
@@ -144,13 +144,18 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
 
     # The model stages' outputs: metrics DVC can read, the demo and talk videos, MLflow runs.
     metrics = json.loads((project / "artifacts/eval/metrics.json").read_text())
-    assert {"l1", "psnr", "ssim", "baseline_l1", "landmark_error"} <= metrics.keys()
+    assert {"l1", "psnr", "ssim", "baseline_l1", "landmark_error", "akd", "aed", "baseline_akd",
+            "baseline_aed", "face_detection_rate"} <= metrics.keys()
+    assert metrics["face_detection_rate"] > 0.9 and metrics["baseline_akd"] > 0  # dlib finds the synthetic faces
     assert metrics["frame_size"] == 64 and metrics["perceptual_backbone"] == "random"
     train_metrics = json.loads((project / "artifacts/train/train_metrics.json").read_text())
     assert train_metrics["perceptual_backbone"] == "random" and train_metrics["amp"] == "none"
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "baseline_l1" in shown and "mouth_corr" in shown and "samples_per_second" in shown
     talker_metrics = json.loads((project / "artifacts/talker_eval/metrics.json").read_text())
+    assert {"rendered_mouth_envelope_corr", "shuffled_mouth_envelope_corr", "real_mouth_envelope_corr",
+            "rendered_face_rate"} <= talker_metrics.keys()
+    assert talker_metrics["real_mouth_envelope_corr"] is not None  # dlib reads the real synthetic mouths
     assert {"gen_sync_distance", "gt_sync_distance", "shuffled_sync_distance", "kp_l2", "mouth_corr",
             "shuffled_mouth_corr"} <= talker_metrics.keys()
     kp = np.load(next((project / "artifacts/keypoints/test").glob("*.npz")))

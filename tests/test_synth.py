@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fomm_core.outputs import MARKER
 from pipeline.ids import is_person_id, is_video_id
 from pipeline.synth.config import SAMPLES_PER_FRAME, SynthConfig
 from pipeline.synth.plan import plan_videos
@@ -123,7 +124,7 @@ def test_cli_writes_csv_pointing_at_videos(synth_run):
     line = " ".join(result.stdout.split())  # rich may wrap the summary at 80 columns
     videos = cfg.identities * cfg.videos_per_identity
     assert line.startswith(f"synth: {videos} videos, {expected_clips} clips")
-    assert sorted(p.name for p in out.iterdir()) == ["groundtruth", "videos", "vox-metadata.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "groundtruth", "videos", "vox-metadata.csv"]
     ids = sorted({row["video_id"] for row in rows})
     assert sorted(p.name for p in (out / "videos").iterdir()) == [f"{v}.mp4" for v in ids]  # no temp files
     assert sorted(p.name for p in (out / "groundtruth").iterdir()) == [f"{v}.npz" for v in ids]
@@ -299,9 +300,9 @@ def test_same_seed_same_outputs_different_seed_differs(tmp_path):
     a, b, c = (tmp_path / name for name in "abc")
     for cwd in (a, b, c):
         cwd.mkdir()
-    (a / "artifacts" / "synth").mkdir(parents=True)
-    (a / "artifacts" / "synth" / "stale.txt").write_text("from an older run")
     assert run_cli(a, SMALL).returncode == 0
+    (a / "artifacts" / "synth" / "stale.txt").write_text("inside synth's own earlier output")
+    assert run_cli(a, SMALL).returncode == 0  # its own output (marked): replaced as a whole
     assert run_cli(b, {**SMALL, "workers": 2}, "--out", "elsewhere").returncode == 0
     assert run_cli(c, {**SMALL, "seed": SMALL["seed"] + 1}).returncode == 0
     assert not (a / "artifacts" / "synth" / "stale.txt").exists()  # the old dir was swapped out
@@ -362,7 +363,7 @@ def test_out_path_that_is_a_file_is_refused(tmp_path):
     result = run_cli(tmp_path, SMALL, "--out", "taken")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: taken: exists and is not a directory; pass another --out"
+        "error: --out taken is a file, not a folder; choose another output folder"
     ]
     assert (tmp_path / "taken").read_text() == "not a directory"
 

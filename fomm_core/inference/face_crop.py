@@ -1,78 +1,90 @@
-"""Automatic face crop for ``fomm animate --crop-face`` (OpenCV's Haar cascade).
+"""Training-like face crops of user images and videos (``fomm animate --crop-face``, ``fomm talk``).
 
-FOMM works on tight square face crops like its training data; a wide shot would animate
-poorly. The detector is OpenCV's bundled ``haarcascade_frontalface_default.xml``. NOTE:
-opencv-python-headless 5.x ships neither the cascade files nor ``cv2.CascadeClassifier``;
-4.x wheels do (``cv2/data/haarcascade_frontalface_default.xml``). Without them
-``--crop-face`` fails with a message saying so, and everything else still works.
+The face backend (:mod:`fomm_core.faces`) finds the subject's 68 landmarks; the crop is the
+square that frames them like the training clips (:class:`fomm_core.faces.layout.FaceLayout`).
+A video is measured every ``stride`` frames and the crop is interpolated and smoothed over
+time, so the face stays put in the output while the camera or the person moves.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from ..errors import FommError
+from ..faces import FaceBackend, load_backend
+from ..faces.distances import describe
+from ..faces.layout import FaceLayout, crop_square, fit, smooth_squares
+from .video_io import probe_video, read_frames
 
-CASCADE = "haarcascade_frontalface_default.xml"
-
-
-def cascade_path() -> Path | None:
-    """The bundled frontal-face cascade, or None when this OpenCV has none."""
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if not folder:
-        return None
-    path = Path(folder) / CASCADE
-    return path if path.is_file() else None
+Box = tuple[int, int, int, int]
 
 
-def load_face_detector():
-    path = cascade_path()
-    if path is None or not hasattr(cv2, "CascadeClassifier"):
-        raise FommError(
-            f"--crop-face needs OpenCV's bundled {CASCADE}, which opencv-python-headless "
-            f"{cv2.__version__} does not ship; install opencv-python-headless<5 or crop the face yourself"
-        )
-    detector = cv2.CascadeClassifier(os.fspath(path))
-    if detector.empty():
-        raise FommError(f"{path}: OpenCV could not load the face cascade; reinstall opencv-python-headless")
-    return detector
+def subject_square(backend: FaceBackend, image: np.ndarray, layout: FaceLayout = FaceLayout()) -> np.ndarray | None:
+    """``centre_x, centre_y, side`` of the training-like crop of the image's subject, or None."""
+    found = describe(backend, [image], descriptors=False)[0]
+    return crop_square(found.landmarks[0], layout) if len(found) else None
 
 
-def detect_face(image: np.ndarray, detector=None) -> tuple[int, int, int, int] | None:
-    """The largest face in an RGB uint8 image as (left, top, right, bottom), or None."""
-    detector = detector if detector is not None else load_face_detector()
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    min_side = max(24, min(gray.shape) // 10)
-    faces = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max((tuple(int(v) for v in f) for f in faces), key=lambda f: f[2] * f[3])
-    return x, y, x + w, y + h
+def image_crop_box(image: np.ndarray, what: str, backend: FaceBackend | None = None,
+                   layout: FaceLayout = FaceLayout()) -> Box:
+    """The integer crop box of the image's face; FommError naming ``what`` when there is none."""
+    square = subject_square(backend or load_backend(), image, layout)
+    if square is None:
+        raise FommError(f"{what}: no face found; use an image with a visible frontal face, or leave out the face crop")
+    return fit(square, image.shape[1], image.shape[0])
 
 
-def square_crop_box(face: tuple[float, float, float, float], width: int, height: int,
-                    increase: float = 0.6) -> tuple[int, int, int, int]:
-    """A square box around ``face``, its side enlarged by ``increase`` (hair, chin, some
-    background, like VoxCeleb crops), shifted (not shrunk) to stay inside the frame when
-    it fits, else the largest square that does."""
-    left, top, right, bottom = face
-    cx, cy = (left + right) / 2, (top + bottom) / 2
-    side = max(right - left, bottom - top) * (1 + increase)
-    side = int(round(min(side, width, height)))
-    x0 = int(round(cx - side / 2))
-    y0 = int(round(cy - side / 2))
-    x0 = min(max(x0, 0), width - side)
-    y0 = min(max(y0, 0), height - side)
-    return x0, y0, x0 + side, y0 + side
+@dataclass(frozen=True)
+class VideoCrop:
+    """Per-frame crop boxes of a video, and how many measured frames had a face."""
+
+    boxes: np.ndarray  # (num_frames, 4) int left, top, right, bottom
+    measured: int
+    found: int
 
 
-def face_crop_box(image: np.ndarray, what: str, increase: float = 0.6, detector=None) -> tuple[int, int, int, int]:
-    """The square crop box of the largest face in ``image``; FommError naming ``what`` if none."""
-    face = detect_face(image, detector)
-    if face is None:
-        raise FommError(f"{what}: no face found for --crop-face; crop it yourself or leave out --crop-face")
-    return square_crop_box(face, image.shape[1], image.shape[0], increase)
+def video_crop_boxes(path: str | os.PathLike, backend: FaceBackend | None = None, stride: int = 5,
+                     window: int = 9, layout: FaceLayout = FaceLayout(), start: float = 0.0,
+                     duration: float | None = None) -> VideoCrop:
+    """Smoothed per-frame crop boxes following the subject of ``path``; FommError when no
+    measured frame has a face."""
+    backend = backend or load_backend()
+    info = probe_video(path)
+    frames, squares = [], []
+    count = measured = 0
+    for batch in read_frames(path, batch=stride * 4, start=start, duration=duration):
+        for k in range(len(batch)):
+            index = count + k
+            if index % stride:
+                continue
+            measured += 1
+            square = subject_square(backend, batch[k], layout)
+            if square is not None:
+                frames.append(index)
+                squares.append(square)
+        count += len(batch)
+    if not squares:
+        raise FommError(f"{path}: no face found in any of {measured} frames checked; "
+                        "use a video with a visible frontal face, or leave out the face crop")
+    dense = smooth_squares(np.array(frames), np.array(squares), count, window)
+    boxes = np.array([fit(s, info.width, info.height) for s in dense], np.int64)
+    return VideoCrop(boxes, measured, len(squares))
+
+
+def read_cropped_batches(path: str | os.PathLike, boxes: np.ndarray, size: int, batch: int = 8, start: float = 0.0,
+                         duration: float | None = None) -> Iterator[np.ndarray]:
+    """``path``'s frames cropped to their own box (the last box for any frame past the end
+    of ``boxes``) and resized to size x size (area filter)."""
+    index = 0
+    for frames in read_frames(path, batch=batch, start=start, duration=duration):
+        out = np.empty((len(frames), size, size, 3), np.uint8)
+        for k, frame in enumerate(frames):
+            left, top, right, bottom = boxes[min(index, len(boxes) - 1)]
+            out[k] = cv2.resize(frame[top:bottom, left:right], (size, size), interpolation=cv2.INTER_AREA)
+            index += 1
+        yield out

@@ -104,7 +104,31 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
     vf = f"{crop_filter(box)}scale={size}:{size}:flags=area,format=rgb24"
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", tool_arg(path), "-map", "0:v:0", "-vf", vf,
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    frame_bytes = size * size * 3
+    yield from _pipe_frames(cmd, path, size, size, batch, info.num_frames)
+
+
+def read_frames(path: str | os.PathLike, batch: int = 8, start: float = 0.0,
+                duration: float | None = None) -> Iterator[np.ndarray]:
+    """Full-size frames of ``path`` as uint8 (B, H, W, 3) RGB batches, from ``start`` seconds
+    for ``duration`` seconds (all when None), decoded as they are used."""
+    info = probe_video(path)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
+    if start > 0:
+        cmd += ["-ss", f"{start:.3f}"]
+    cmd += ["-i", tool_arg(path)]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.3f}"]
+    cmd += ["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    partial = start > 0 or duration is not None
+    yield from _pipe_frames(cmd, path, info.height, info.width, batch, 0 if partial else info.num_frames)
+
+
+def _pipe_frames(cmd: list[str], path, height: int, width: int, batch: int,
+                 expected: int) -> Iterator[np.ndarray]:
+    """Run ``cmd`` (raw RGB on stdout) and yield (B, height, width, 3) batches; ffmpeg is
+    stopped if the consumer stops early; a decoding error, or fewer frames than ``expected``
+    (0: unknown), is a FommError."""
+    frame_bytes = height * width * 3
     decoded = 0
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
@@ -115,7 +139,7 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
                 data = proc.stdout.read(frame_bytes)  # type: ignore[union-attr]
                 if len(data) < frame_bytes:
                     break
-                pending.append(np.frombuffer(data, np.uint8).reshape(size, size, 3))
+                pending.append(np.frombuffer(data, np.uint8).reshape(height, width, 3))
                 decoded += 1
                 if len(pending) == batch:
                     yield np.stack(pending)
@@ -135,9 +159,9 @@ def read_video_batches(path: str | os.PathLike, size: int, batch: int = 8,
         messages = errors.read().decode(errors="replace").strip().splitlines()
         if code != 0:
             raise FommError(f"{path}: decoding failed ({(messages or ['unknown error'])[-1]})")
-        if info.num_frames and decoded + FRAME_SLACK < info.num_frames:
+        if expected and decoded + FRAME_SLACK < expected:
             detail = f": {messages[-1]}" if messages else ""
-            raise FommError(f"{path}: decoded {decoded} of the {info.num_frames} frames the container lists "
+            raise FommError(f"{path}: decoded {decoded} of the {expected} frames the container lists "
                             f"(truncated or corrupt{detail}); repair or re-encode the video")
 
 
@@ -168,10 +192,12 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
-                 audio_from: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast"):
+                 audio_from: str | os.PathLike | None = None, crf: int = 18, preset: str = "veryfast",
+                 audio_start: float = 0.0):
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
         self.audio_from = audio_from
+        self.audio_start = audio_start  # seconds into audio_from where the video starts
         self.crf, self.preset = crf, preset
         self.frames_written = 0
 
@@ -180,6 +206,8 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
                "-r", f"{self.fps:.6g}", "-i", "-"]
         if self.audio_from is not None:
+            if self.audio_start > 0:
+                cmd += ["-ss", f"{self.audio_start:.3f}"]
             cmd += ["-i", tool_arg(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k",
                     "-shortest"]
         cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",

@@ -2,7 +2,9 @@
 
 One process with two outputs (video and audio) instead of frame-by-frame Python: the
 decoder, filters and encoder stay in C, and a worker pool runs several clips at once.
-The command is built with ffmpeg-python and run as an argument list (no shell).
+The command is built with ffmpeg-python and run as an argument list (no shell), every
+path absolute (a clip named ``-i...`` can never read as an option), and ffmpeg dies with
+the stage (``child_preexec``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
+
+from fomm_core.tool_paths import tool_arg
+from pipeline.lifecycle import child_preexec
 
 from .geometry import PixelBox
 
@@ -64,11 +69,11 @@ def build_command(job: CropJob, settings: EncodeSettings, video_out: Path,
     than one ``-filter_complex``: with a shared graph ffmpeg 5 keeps decoding to the end
     of the file after both outputs are complete, which doubled the time per clip.
     """
-    source = ffmpeg.input(str(job.source), ss=f"{max(job.seek_seconds, 0.0):.6f}",
+    source = ffmpeg.input(tool_arg(job.source), ss=f"{max(job.seek_seconds, 0.0):.6f}",
                           threads=settings.threads)
     outputs = [
         ffmpeg.output(
-            source["v:0"], str(video_out),
+            source["v:0"], tool_arg(video_out),
             vcodec="libx264", preset=settings.preset, crf=settings.crf,
             pix_fmt=settings.pix_fmt, threads=settings.threads, movflags="+faststart",
             r=OUTPUT_FPS,
@@ -79,7 +84,7 @@ def build_command(job: CropJob, settings: EncodeSettings, video_out: Path,
         if audio_out is None:
             raise ValueError("audio_out is required for a job with audio")
         outputs.append(ffmpeg.output(
-            source["a:0"], str(audio_out), acodec="pcm_s16le", ac=1, ar=AUDIO_RATE,
+            source["a:0"], tool_arg(audio_out), acodec="pcm_s16le", ac=1, ar=AUDIO_RATE,
             **{"filter:a": audio_filters(job.num_frames)},
         ))
     graph = ffmpeg.merge_outputs(*outputs).global_args(
@@ -104,7 +109,7 @@ def run_command(cmd: list[str], timeout: float) -> FfmpegRun:
     """Run ffmpeg; the frame count comes from ``-progress`` (cheaper than probing the file)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, preexec_fn=child_preexec)
     except subprocess.TimeoutExpired:
         return FfmpegRun(-1, f"ffmpeg timed out after {timeout:.0f} s", timed_out=True)
     counts = _PROGRESS_FRAME.findall(proc.stdout or "")

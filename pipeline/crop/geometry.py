@@ -66,8 +66,8 @@ def _offset(centre: float, size: int, limit: int) -> int:
     return int(min(max(offset, 0), max_offset - (max_offset % 2)))
 
 
-def crop_box(box: Box, frame_width: int, frame_height: int, square: bool = True,
-             increase_area: float = 0.1) -> PixelBox:
+def crop_box(box: Box, frame_width: int, frame_height: int, square: bool,
+             increase_area: float) -> PixelBox:
     """The crop for ``box`` (already in frame pixels).
 
     With ``square`` the side is ``max(w, h) * (1 + increase_area)`` around the box
@@ -86,3 +86,8 @@ def crop_box(box: Box, frame_width: int, frame_height: int, square: bool = True,
         w = _even_size(box.width * grow, frame_width)
         h = _even_size(box.height * grow, frame_height)
     return PixelBox(_offset(cx, w, frame_width), _offset(cy, h, frame_height), w, h)
+
+
+def lies_outside(box: Box, frame_width: int, frame_height: int) -> bool:
+    """Whether ``box`` (frame pixels) shares no area with the frame: there is no face to crop."""
+    return box.right <= 0 or box.bottom <= 0 or box.left >= frame_width or box.top >= frame_height

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from fomm_core.tool_paths import tool_arg
+from pipeline.lifecycle import child_preexec
+
 
 class ProbeError(Exception):
     """ffprobe could not read the file (corrupt, truncated, not a video)."""
@@ -60,9 +63,10 @@ def _rotation(stream: dict) -> int:
 
 def probe(path: Path, timeout: float = 60.0) -> SourceInfo:
     """Stream facts of ``path``; raises :class:`ProbeError` if it is not a readable video."""
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", tool_arg(path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              preexec_fn=child_preexec)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"ffprobe timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
@@ -90,9 +94,10 @@ def probe(path: Path, timeout: float = 60.0) -> SourceInfo:
 def count_video_frames(path: Path, timeout: float = 60.0) -> int:
     """Frames in the first video stream of ``path``, by counting packets (no decoding)."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-           "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)]
+           "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", tool_arg(path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              preexec_fn=child_preexec)
     except subprocess.TimeoutExpired:
         return 0
     text = proc.stdout.strip().split(",")[0] if proc.returncode == 0 else ""

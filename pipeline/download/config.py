@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,10 @@ class DownloadConfig:
     the wait before retry ``n`` (1-based) is ``backoff_base * 2**(n-1)`` seconds capped at
     ``backoff_max``, times a random factor in ``[1 - jitter, 1 + jitter]``; a server's
     ``Retry-After`` is honoured up to ``backoff_max``.
+    ``workers``: videos fetched at once, 0 = one per core (sections mode re-encodes the
+    cuts, so it can use the cores; whole mode is network bound).
+    ``retry_failed``: a video whose last failure was permanent (404, private, ...) at the
+    same URL is not requested again unless this is true; transient failures always are.
     """
 
     clips: str = "artifacts/metadata/clips.parquet"
@@ -23,6 +28,7 @@ class DownloadConfig:
     mode: Literal["whole", "sections"] = "whole"
     max_height: int = 720
     workers: int = 4
+    retry_failed: bool = False
     retries: int = 5
     backoff_base: float = 2.0
     backoff_max: float = 60.0
@@ -40,8 +46,8 @@ class DownloadConfig:
     def validate(self) -> None:
         if self.max_height < 1:
             raise ValueError(f"max_height must be at least 1, got {self.max_height}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not 0 <= self.workers <= 256:
+            raise ValueError(f"workers must be between 0 (one per core) and 256, got {self.workers}")
         if self.retries < 0 or self.ytdlp_retries < 0:
             raise ValueError("retries and ytdlp_retries must be 0 or more")
         if self.backoff_base < 0 or self.backoff_max < 0:
@@ -58,3 +64,6 @@ class DownloadConfig:
             raise ValueError(f"ratelimit must be 0 (unlimited) or bytes per second, got {self.ratelimit}")
         if self.socket_timeout <= 0:
             raise ValueError(f"socket_timeout must be positive, got {self.socket_timeout}")
+
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))

@@ -1,4 +1,10 @@
-"""``DIR/report.parquet``: one row per video, and the stage's one-line summary."""
+"""``DIR/report.parquet``: one row per video, kept incrementally, and the stage's summary line.
+
+During a run every finished video appends one line to a journal part
+(:mod:`pipeline.journal`); the Parquet report is written once, at the end, from the
+previous report plus the parts. Bookkeeping per video is constant, so a re-run over
+150k finished videos costs seconds, and a killed run's rows survive in its part.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,17 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fomm_core.atomic import atomic_path
+from pipeline.journal import JournalWriter, is_being_written, part_files, read_parts, remove_parts
 
 log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.parquet"
+JOURNAL_NAME = "report"
 
 SCHEMA = pa.schema([
     ("video_id", pa.string()),
@@ -39,37 +50,69 @@ class ReportRow:
     error: str
 
 
-def read_report(path: Path) -> dict[str, ReportRow]:
-    """The previous run's rows by video id; an unreadable report is ignored (rebuilt)."""
+def _read_parquet(path: Path) -> pa.Table:
     if not path.is_file():
-        return {}
+        return SCHEMA.empty_table()
     try:
-        table = pq.read_table(path)
-        rows = table.select(SCHEMA.names).to_pylist()
+        return pq.read_table(path, columns=SCHEMA.names).cast(SCHEMA)
     except Exception as exc:  # noqa: BLE001 - a damaged report must not block a resume
         log.warning("ignoring unreadable %s (%s)", path, exc)
-        return {}
-    out = {}
-    for row in rows:
+        return SCHEMA.empty_table()
+
+
+def _readable_parts(out_dir: Path) -> tuple[list[Path], list[pa.Table]]:
+    paths, tables = [], []
+    for path in part_files(out_dir, JOURNAL_NAME):
         try:
-            out[row["video_id"]] = ReportRow(
-                video_id=str(row["video_id"]), status=str(row["status"]), reason=str(row["reason"] or ""),
-                attempts=int(row["attempts"]), bytes=int(row["bytes"]), seconds=float(row["seconds"]),
-                url=str(row["url"] or ""), error=str(row["error"] or ""),
-            )
-        except (TypeError, ValueError):
-            continue
-    return out
+            tables.append(read_parts([path], SCHEMA))
+            paths.append(path)
+        except pa.ArrowInvalid as exc:
+            log.warning("ignoring damaged report part %s (%s)", path, exc)
+    return paths, tables
 
 
-def write_report(path: Path, rows: list[ReportRow]) -> None:
-    table = pa.Table.from_pylist([asdict(row) for row in rows], schema=SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+def load_rows(out_dir: Path) -> pd.DataFrame:
+    """Every video's latest row (report plus journal parts), indexed by video id."""
+    _, parts = _readable_parts(out_dir)
+    table = pa.concat_tables([_read_parquet(out_dir / REPORT_NAME), *parts])
+    frame = table.to_pandas()
+    return frame.drop_duplicates("video_id", keep="last").set_index("video_id", drop=False)
 
 
-def _counts(rows: list[ReportRow], status: str) -> str:
-    reasons = collections.Counter(row.reason for row in rows if row.status == status)
+class ReportJournal(JournalWriter):
+    """This run's report rows, one line per video as it finishes."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir, JOURNAL_NAME)
+
+    def add(self, row: ReportRow) -> None:
+        self.append(asdict(row))
+
+
+def merge_report(out_dir: Path, video_ids: list[str]) -> pd.DataFrame:
+    """Write ``report.parquet``: the latest row of each of ``video_ids``, in that order.
+
+    Parts are deleted once the report holding their rows is in place; a part still locked
+    by a running download stays (it is merged by whichever run ends last).
+    """
+    paths, parts = _readable_parts(out_dir)
+    table = pa.concat_tables([_read_parquet(out_dir / REPORT_NAME), *parts])
+    frame = table.to_pandas().drop_duplicates("video_id", keep="last").set_index("video_id", drop=False)
+    frame = frame.reindex(pd.Index(video_ids, name=None)).dropna(subset=["status"])
+    frame = frame.reset_index(drop=True).astype({"attempts": "int64", "bytes": "int64"})
+    with atomic_path(out_dir / REPORT_NAME) as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), tmp)
+    remove_parts(out_dir, JOURNAL_NAME, [p for p in paths if not is_being_written(p)])
+    return frame
+
+
+def rows_of(frame: pd.DataFrame) -> list[ReportRow]:
+    """The report as :class:`ReportRow` objects (small reports and tests)."""
+    return [ReportRow(**{k: row[k] for k in SCHEMA.names}) for row in frame.to_dict("records")]
+
+
+def _counts(frame: pd.DataFrame, status: str) -> str:
+    reasons = collections.Counter(frame.loc[frame["status"] == status, "reason"])
     total = sum(reasons.values())
     if not total:
         return f"{total} {status}"
@@ -77,11 +120,15 @@ def _counts(rows: list[ReportRow], status: str) -> str:
     return f"{total} {status} ({detail})"
 
 
-def summary_line(rows: list[ReportRow], new_bytes: int, seconds: float, already_done: int) -> str:
+def summary_line(frame: pd.DataFrame, new_bytes: int, seconds: float, already_done: int,
+                 not_retried: int = 0) -> str:
     """``download: 18 ok, 1 skipped (http_404 1), 1 failed (http_5xx 1) of 20 videos; 52.1 MB in 12.3 s``."""
-    ok = sum(1 for row in rows if row.status == "ok")
+    ok = int((frame["status"] == "ok").sum())
     ok_text = f"{ok} ok" + (f" ({already_done} already done)" if already_done else "")
-    return (
-        f"download: {ok_text}, {_counts(rows, 'skipped')}, {_counts(rows, 'failed')} of {len(rows)} videos; "
+    line = (
+        f"download: {ok_text}, {_counts(frame, 'skipped')}, {_counts(frame, 'failed')} of {len(frame)} videos; "
         f"{new_bytes / 1e6:.1f} MB in {seconds:.1f} s"
     )
+    if not_retried:
+        line += f"; {not_retried} permanent failures of earlier runs not retried (download.retry_failed)"
+    return line

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from yt_dlp.utils import download_range_func
 
+from fomm_core.tool_paths import tool_arg
 from pipeline.video_files import METADATA_FPS
 
 from .config import DownloadConfig
@@ -73,7 +74,7 @@ def build_params(
         "format": format_selector(config.max_height),
         "merge_output_format": "mp4",
         "postprocessors": [{"key": "FFmpegVideoRemuxer", "preferedformat": "mp4"}],
-        "outtmpl": {"default": str(work_dir / template)},
+        "outtmpl": {"default": tool_arg(work_dir / template)},  # absolute: never read as an option
         "allowed_extractors": allowed_extractors(kind),
         "noplaylist": True,
         "continuedl": True,
@@ -99,7 +100,7 @@ def build_params(
         # claims a video whose download was cut short.
         params["download_archive"] = archive
     if cookiefile is not None:
-        params["cookiefile"] = str(cookiefile)
+        params["cookiefile"] = tool_arg(cookiefile)
     if config.sleep_interval > 0:
         params["sleep_interval"] = config.sleep_interval
         if config.max_sleep_interval > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -11,10 +12,10 @@ from typing import Iterator
 from fomm_core.errors import FommError
 from pipeline.progress import track
 
-from . import csv_format, txt_format
+from . import csv_format, txt_format, video_folder
 from .checks import check_all
 from .config import MetadataConfig
-from .identities import load_test_identities
+from .identities import in_test_folder, is_official_test_input, load_test_identities
 from .records import Candidate, Clip, Reject, RowError, short
 
 
@@ -41,17 +42,19 @@ def kind_of(path: Path) -> str:
     if not path.exists():
         raise FommError(f"{path}: input not found; pass a vox-metadata CSV, a txt annotation folder or zip")
     if path.is_dir():
-        return "tree"
+        return "videos" if video_folder.is_video_folder(path) else "tree"
     if path.suffix.lower() == ".zip" or (path.suffix.lower() != ".csv" and zipfile.is_zipfile(path)):
         return "zip"
     return "csv"
 
 
 def _txt_candidates(files: list[txt_format.AnnotationFile], config: MetadataConfig,
-                    test_ids: frozenset[str], label: str) -> Iterator[Candidate | Reject]:
+                    test_ids: frozenset[str], label: str, all_test: bool = False) -> Iterator[Candidate | Reject]:
     for file in track(files, len(files), f"reading {label}"):
         try:
-            yield txt_format.read_annotation(file, config.txt_units, test_ids)
+            candidate = txt_format.read_annotation(file, config.txt_units, test_ids)
+            official = config.official_test_split and (all_test or in_test_folder(file.parts))
+            yield dataclasses.replace(candidate, partition="test") if official else candidate
         except RowError as exc:
             parts = file.parts
             yield Reject(
@@ -67,17 +70,22 @@ def read_input(path: Path, config: MetadataConfig, test_ids: frozenset[str]) -> 
         total = max(csv_format.count_lines(path) - 1, 0)
         yield from track(csv_format.read_csv(path, source), total, f"reading {path.name}")
         return
+    if kind == "videos":
+        yield from video_folder.read_folder(path, test_ids)
+        return
+    official = is_official_test_input(path)
     if kind == "tree":
         files = txt_format.list_tree(path, source)
         if not files:
-            raise FommError(f"{path}: no .txt annotation files found (expected txt/idXXXXX/<video>/00001.txt)")
-        yield from _txt_candidates(files, config, test_ids, path.name)
+            raise FommError(f"{path}: no .txt annotation files or videos found (expected txt/idXXXXX/<video>/00001.txt, "
+                            "or a folder of videos)")
+        yield from _txt_candidates(files, config, test_ids, path.name, official)
         return
     archive, files = txt_format.list_zip(path, source)
     with archive:
         if not files:
             raise FommError(f"{path}: the zip holds no .txt annotation files (expected txt/idXXXXX/<video>/00001.txt)")
-        yield from _txt_candidates(files, config, test_ids, path.name)
+        yield from _txt_candidates(files, config, test_ids, path.name, official)
 
 
 def build(inputs: list[Path], config: MetadataConfig) -> Result:
@@ -86,7 +94,7 @@ def build(inputs: list[Path], config: MetadataConfig) -> Result:
         raise FommError("no INPUT given; pass a vox-metadata CSV, a txt annotation folder or zip")
     for path in inputs:
         kind_of(path)  # fail on a missing input before reading anything
-    test_ids = load_test_identities(config.test_identities, config.test_identities_file)
+    test_ids = load_test_identities(config.test_identities, config.test_identities_file, config.official_test_split)
     counted = 0
 
     def everything() -> Iterator[Candidate | Reject]:

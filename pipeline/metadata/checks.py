@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from pipeline.ids import is_person_id, is_video_id, make_clip_id
+from pipeline.ids import VIDEO_ID_RULE, is_person_id, is_video_id, make_clip_id
 
 from .records import (
     CONFLICTING_BOX, DUPLICATE, EMPTY_BOX, MALFORMED_ID, OUTSIDE_FRAME, TOO_SHORT,
@@ -41,7 +41,7 @@ def check_ids(candidate: Candidate) -> Reject | None:
     """Strict ASCII ids: anything else (paths, shell syntax, lookalikes) is refused."""
     video, person = candidate.video_id, candidate.person_id
     if not valid_video_id(video):
-        return reject(candidate, MALFORMED_ID, f"video id {short(video)!r} is not 11 characters of [A-Za-z0-9_-]")
+        return reject(candidate, MALFORMED_ID, f"video id {short(video)!r} is not {VIDEO_ID_RULE}")
     if not valid_person_id(person):
         return reject(candidate, MALFORMED_ID, f"person id {short(person)!r} is not id + 5 digits")
     return None

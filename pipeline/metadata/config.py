@@ -23,6 +23,11 @@ class MetadataConfig:
     ``test_identities`` / ``test_identities_file``: identities whose txt clips go to the
     test partition (the file holds one id per line, or is a vox1_meta.csv-style table
     with a ``Set`` column). CSV inputs keep their own ``partition`` column.
+    ``official_test_split``: txt clips of VoxCeleb1's test identities (id10270..id10309) and
+    of the official test annotations (``vox1_test_txt.zip``, ``vox2_test_txt.zip``, a ``test``
+    folder) go to the test partition.
+
+    ``input`` may also be a folder of your own videos (see ``video_folder``).
     """
 
     input: str = DEFAULT_INPUT
@@ -32,6 +37,7 @@ class MetadataConfig:
     txt_units: Literal["auto", "fraction", "pixels"] = "auto"
     test_identities: list[str] = field(default_factory=list)
     test_identities_file: str = ""
+    official_test_split: bool = True
 
     def validate(self) -> None:
         if self.min_frames < 1:

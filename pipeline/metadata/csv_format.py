@@ -17,6 +17,7 @@ from typing import Iterator
 
 from fomm_core.errors import FommError
 from pipeline.local_urls import is_relative_url
+from pipeline.video_files import MAX_FRAME
 
 from .records import MALFORMED_ROW, YOUTUBE_URL, Candidate, Reject, RowError, short
 
@@ -36,16 +37,18 @@ def parse_frame_index(text: str, name: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise RowError(f"{name} {text!r} is not a number") from None
+        raise RowError(f"{name} {short(text)!r} is not a number") from None
     if not math.isfinite(value) or value != int(value) or value < 0:
-        raise RowError(f"{name} {text!r} is not a non-negative whole number")
+        raise RowError(f"{name} {short(text)!r} is not a non-negative whole number")
+    if value > MAX_FRAME:
+        raise RowError(f"{name} {short(text)!r} is beyond {MAX_FRAME}; not a real frame number or size")
     return int(value)
 
 
 def parse_positive_int(text: str, name: str) -> int:
     value = parse_frame_index(text, name)
     if value <= 0:
-        raise RowError(f"{name} {text!r} must be positive")
+        raise RowError(f"{name} {short(text)!r} must be positive")
     return value
 
 
@@ -64,6 +67,8 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     if match is None:
         raise RowError(f"bbox {short(text)!r} is not left-top-right-bot")
     left, top, right, bottom = (float(v) for v in match.groups())
+    if not all(math.isfinite(v) for v in (left, top, right, bottom)):
+        raise RowError(f"bbox {short(text)!r} has a number too large to be a pixel position")
     return left, top, right, bottom
 
 

@@ -14,6 +14,24 @@ from fomm_core.errors import FommError
 
 from .checks import valid_person_id
 
+# VoxCeleb1's official test split: the 40 identities of vox1_test_txt.zip (id10270..id10309).
+VOX1_TEST_IDENTITIES = frozenset(f"id{n}" for n in range(10270, 10310))
+OFFICIAL_TEST_ZIPS = ("vox1_test_txt.zip", "vox2_test_txt.zip")
+
+
+def is_official_test_input(path: Path) -> bool:
+    """The official test annotations: ``vox1_test_txt.zip``/``vox2_test_txt.zip``, or a folder
+    called ``test`` (or a ``txt/`` folder inside one)."""
+    if path.name.lower() in OFFICIAL_TEST_ZIPS:
+        return True
+    resolved = path.resolve()
+    return resolved.name == "test" or (resolved.name == "txt" and resolved.parent.name == "test")
+
+
+def in_test_folder(parts: tuple[str, ...]) -> bool:
+    """A txt file below a ``test`` folder inside the input (``vox/test/txt/id.../...``)."""
+    return "test" in parts[:-3]
+
 
 def _check(value: str, where: str) -> str:
     if not valid_person_id(value):
@@ -60,8 +78,11 @@ def read_identity_file(path: Path) -> set[str]:
     return found
 
 
-def load_test_identities(listed: list[str], file: str) -> frozenset[str]:
+def load_test_identities(listed: list[str], file: str, official: bool = False) -> frozenset[str]:
+    """The listed ids, those of ``file``, and (``official``) VoxCeleb1's test identities."""
     found = {_check(value.strip(), "metadata.test_identities") for value in listed}
+    if official:
+        found |= VOX1_TEST_IDENTITIES
     if file:
         found |= read_identity_file(Path(file))
     return frozenset(found)

@@ -12,7 +12,9 @@ OUTSIDE_FRAME = "outside_frame"
 TOO_SHORT = "too_short"
 MALFORMED_ID = "malformed_id"
 MALFORMED_ROW = "malformed_row"
-REASONS = (DUPLICATE, CONFLICTING_BOX, EMPTY_BOX, OUTSIDE_FRAME, TOO_SHORT, MALFORMED_ID, MALFORMED_ROW)
+UNREADABLE_VIDEO = "unreadable_video"  # a video of an own-videos folder that ffprobe cannot read
+REASONS = (DUPLICATE, CONFLICTING_BOX, EMPTY_BOX, OUTSIDE_FRAME, TOO_SHORT, MALFORMED_ID, MALFORMED_ROW,
+           UNREADABLE_VIDEO)
 
 YOUTUBE_URL = "https://www.youtube.com/watch?v={video_id}"
 # Raw ids kept in the rejects table are for people reading it; cap hostile lengths.

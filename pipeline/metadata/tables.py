@@ -1,4 +1,8 @@
-"""The clips and rejects tables (CONTRACTS.md "metadata"), written atomically as Parquet."""
+"""The clips and rejects tables (CONTRACTS.md "metadata"), written atomically as Parquet.
+
+Each table carries a schema-metadata stamp naming the command that wrote it, so a later
+run replaces its own tables and refuses to overwrite any other file at ``--out``.
+"""
 
 from __future__ import annotations
 
@@ -49,9 +53,25 @@ def rejects_table(rejects: list[Reject]) -> pa.Table:
     return _table(ordered, REJECTS_SCHEMA)
 
 
+STAMP_KEY = b"fomm.command"
+STAMP = b"metadata"
+
+
 def write_table(table: pa.Table, target: Path) -> None:
+    stamped = table.replace_schema_metadata({**(table.schema.metadata or {}), STAMP_KEY: STAMP})
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(stamped, tmp)
+
+
+def written_by_metadata(path: Path) -> bool:
+    """A table this stage wrote: stamped, or (older versions) exactly its clips/rejects schema."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # noqa: BLE001 - not Parquet at all: certainly not ours
+        return False
+    if (schema.metadata or {}).get(STAMP_KEY) == STAMP:
+        return True
+    return schema.names in (CLIPS_SCHEMA.names, REJECTS_SCHEMA.names)
 
 
 assert [f.name for f in dataclasses.fields(Clip)] == CLIPS_SCHEMA.names

@@ -15,6 +15,8 @@ FRAME is a 25 fps frame index. VoxCeleb2 boxes are fractions of the frame, VoxCe
 pixels of the frame scaled to height 360. Each file becomes one clip: the union box over
 its rows, ``start`` = first FRAME, ``end`` = last FRAME + 1. Zip members are read in
 memory and never extracted, so member names are only ever parsed as (untrusted) ids.
+Members are streamed with caps on the bytes actually inflated (per member and in total),
+never trusting the sizes a (hostile) header declares.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from fomm_core.errors import FommError
+from pipeline.video_files import MAX_FRAME
 
 from .checks import valid_person_id, valid_video_id
 from .records import EMPTY_BOX, YOUTUBE_URL, Candidate, RowError
@@ -38,6 +41,11 @@ TXT_FPS = 25.0
 TABLE_COLUMNS = ["FRAME", "X", "Y", "W", "H"]
 # Real annotation files are a few hundred KB at most; refuse anything absurd (zip bombs).
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# All members together may inflate to at most this many times the zip's size (text
+# deflates ~5-10x; a bomb ~1000x), and never less than this floor.
+MAX_ZIP_RATIO = 100
+MIN_TOTAL_BYTES = 256 * 1024 * 1024
+READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,26 @@ def annotation_root(directory: Path) -> Path:
     return inner if inner.is_dir() else directory
 
 
+def read_capped(handle: BinaryIO, limit: int) -> bytes:
+    """At most ``limit`` bytes from ``handle``; :class:`RowError` if there are more."""
+    chunks, total = [], 0
+    while True:
+        chunk = handle.read(min(READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise RowError(f"more than {limit} bytes, more than an annotation file can be", 1)
+        chunks.append(chunk)
+
+
+def _read_file(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with open(path, "rb") as handle:
+            return read_capped(handle, MAX_FILE_BYTES)
+    return read
+
+
 def list_tree(directory: Path, source: str) -> list[AnnotationFile]:
     root = annotation_root(directory)
     found: list[AnnotationFile] = []
@@ -84,7 +112,7 @@ def list_tree(directory: Path, source: str) -> list[AnnotationFile]:
             if not path.is_file():
                 continue
             rel = path.relative_to(root)
-            found.append(AnnotationFile(f"{source}/{rel.as_posix()}", rel.parts, path.stat().st_size, path.read_bytes))
+            found.append(AnnotationFile(f"{source}/{rel.as_posix()}", rel.parts, path.stat().st_size, _read_file(path)))
     return found
 
 
@@ -96,13 +124,27 @@ def list_zip(path: Path, source: str) -> tuple[zipfile.ZipFile, list[AnnotationF
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise FommError(f"{path}: not a readable zip archive ({exc}); re-download it") from None
 
+    budget = [max(MIN_TOTAL_BYTES, MAX_ZIP_RATIO * path.stat().st_size)]  # bytes left to inflate
+
     def reader(info: zipfile.ZipInfo) -> Callable[[], bytes]:
         def read() -> bytes:
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # bzip2/lzma decompress a whole read at once, without an output bound.
+                raise RowError(f"compressed with method {info.compress_type}; only stored and deflate "
+                               "members are read", 1)
             try:
-                return archive.read(info)
+                with archive.open(info) as handle:
+                    data = read_capped(handle, min(MAX_FILE_BYTES, budget[0]))
+            except RowError:
+                if budget[0] < MAX_FILE_BYTES:
+                    raise FommError(f"{path}: members inflate to more than {MAX_ZIP_RATIO} times the zip's "
+                                    "size; not a VoxCeleb annotation zip (a zip bomb?)") from None
+                raise
             except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, RuntimeError,
                     NotImplementedError) as exc:
                 raise FommError(f"{path}: member {info.filename!r} is corrupt ({exc}); re-download the zip") from None
+            budget[0] -= len(data)
+            return data
         return read
 
     found = []
@@ -154,6 +196,8 @@ def parse_annotation(text: str) -> Annotation:
         if not (tokens[0].isascii() and tokens[0].isdigit()):
             raise RowError(f"line {number}: FRAME {tokens[0][:20]!r} is not a frame number", number)
         frame = int(tokens[0])
+        if frame > MAX_FRAME:
+            raise RowError(f"line {number}: FRAME {tokens[0][:20]!r} is beyond {MAX_FRAME}; not a real frame number", number)
         if frames and frame <= frames[-1]:
             raise RowError(f"line {number}: FRAME {frame} does not follow {frames[-1]}", number)
         x, y, w, h = (_number(t, number, n) for t, n in zip(tokens[1:], TABLE_COLUMNS[1:]))

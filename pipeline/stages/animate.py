@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
 
 from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
-from fomm_core.tool_paths import tool_arg
 from fomm_core.inference.animate import Animator, animate_batches, from_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
-from fomm_core.inference.face_crop import face_crop_box, load_face_detector
+from fomm_core.faces import load_backend
+from fomm_core.inference.face_crop import image_crop_box, read_cropped_batches, video_crop_boxes
 from fomm_core.inference.video_io import (
-    VideoWriter, probe_video, read_image, read_video_batches, resize_square, written_by_fomm,
+    VideoWriter, center_square, probe_video, read_image, read_video_batches, resize_square, written_by_fomm,
 )
 from fomm_core.outputs import check_output_file
 from pipeline.cli_support import user_errors
@@ -24,14 +24,15 @@ from pipeline.progress import track, summary
 CONTAINERS = (".mp4", ".mkv", ".mov")
 
 
-def _first_frame(path: Path, width: int, height: int) -> np.ndarray:
-    """The driving video's first frame at full size (for the face detector)."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", tool_arg(path), "-map", "0:v:0", "-frames:v", "1",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    result = subprocess.run(cmd, capture_output=True)
-    if result.returncode != 0 or len(result.stdout) < width * height * 3:
-        raise FommError(f"{path}: cannot decode the first frame")
-    return np.frombuffer(result.stdout[: width * height * 3], np.uint8).reshape(height, width, 3)
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """``left,top,right,bottom`` pixels (as ``fomm find-crops`` prints them)."""
+    try:
+        left, top, right, bottom = (int(v) for v in text.split(","))
+    except ValueError:
+        raise FommError(f"--crop-box {text!r}: expected left,top,right,bottom in whole pixels") from None
+    if right <= left or bottom <= top or left < 0 or top < 0:
+        raise FommError(f"--crop-box {text!r}: the box is empty or starts outside the frame")
+    return left, top, right, bottom
 
 
 @user_errors
@@ -47,7 +48,12 @@ def command(
     adapt_scale: bool = typer.Option(False, "--adapt-scale",
                                      help="Scale the motion by the ratio of source/driving keypoint hull sizes."),
     crop_face: bool = typer.Option(False, "--crop-face",
-                                   help="Detect the face (OpenCV Haar cascade) and crop source and driving to it."),
+                                   help="Find the face (dlib landmarks) and crop source and driving like the training "
+                                        "clips; the driving crop follows the face, smoothed over time."),
+    crop_box: Optional[str] = typer.Option(None, "--crop-box", metavar="L,T,R,B",
+                                           help="Crop the driving video to this box (pixels; fomm find-crops prints it)."),
+    start: float = typer.Option(0.0, "--start", min=0.0, help="Start of the driving video to use, seconds."),
+    end: Optional[float] = typer.Option(None, "--end", help="End of the driving video to use, seconds (default: its end)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Driving frames per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision",
@@ -59,22 +65,28 @@ def command(
 ) -> None:
     """Animate SOURCE with the motion of DRIVING using a trained FOMM checkpoint.
 
-    Inputs are cropped to a centred square (or the detected face with --crop-face) and
+    Inputs are cropped to a centred square (or, with --crop-face, framed like the training
+    clips around the face found by dlib's landmarks; --crop-box fixes the driving crop) and
     resized to SIZE x SIZE. Frames are processed in batches and streamed to ffmpeg, so
     memory stays flat for long videos; the driving video's audio is carried over.
     """
     if out.suffix.lower() not in CONTAINERS:
         raise FommError(f"--out {out}: use a .mp4, .mkv or .mov file name")
+    if end is not None and end <= start:
+        raise FommError(f"--end {end} must be after --start {start}")
     check_output_file(out, "animate", (source, driving, checkpoint), is_ours=written_by_fomm)
     message = animate_file(read_image(source), str(source), driving, checkpoint, out, relative=relative,
                            adapt_scale=adapt_scale, crop_face=crop_face, batch_size=batch_size, device=device,
-                           precision=precision, size=size)
+                           precision=precision, size=size, driving_box=parse_box(crop_box) if crop_box else None,
+                           start=start, duration=None if end is None else end - start)
     summary(message)
 
 
 def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint: Path, out: Path, *,
                  relative: bool = True, adapt_scale: bool = False, crop_face: bool = False, batch_size: int = 8,
-                 device: str = "auto", precision: str = "auto", size: int = 0, audio_from: Path | None = None) -> str:
+                 device: str = "auto", precision: str = "auto", size: int = 0, audio_from: Path | None = None,
+                 driving_box: tuple[int, int, int, int] | None = None, start: float = 0.0,
+                 duration: float | None = None) -> str:
     """Animate ``image`` with ``driving``'s motion into ``out``; returns the summary line.
 
     The output carries ``audio_from``'s audio if given, else the driving video's own (if any).
@@ -87,20 +99,35 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
     if size < 16:
         raise FommError(f"--size {size}: use at least 16 pixels (or 0 for the checkpoint's training size)")
 
-    source_box = driving_box = None
+    source_box = None
+    crop_note = ""
+    if driving_box is not None:
+        left, top, right, bottom = driving_box
+        if right > info.width or bottom > info.height:
+            raise FommError(f"--crop-box {left},{top},{right},{bottom} reaches outside the {info.width}x{info.height} "
+                            f"frames of {driving}")
+        boxes = np.array([driving_box])
+    else:
+        boxes = np.array([center_square(info.width, info.height)])
     if crop_face:
-        detector = load_face_detector()
-        source_box = face_crop_box(image, source_name, detector=detector)
-        driving_box = face_crop_box(_first_frame(driving, info.width, info.height), f"{driving} (first frame)",
-                                    detector=detector)
+        faces = load_backend()
+        source_box = image_crop_box(image, source_name, faces)
+        if driving_box is None:
+            tracked = video_crop_boxes(driving, faces, start=start, duration=duration)
+            boxes = tracked.boxes
+            crop_note = f", face in {tracked.found} of {tracked.measured} measured driving frames"
     source_frame = resize_square(image, size, source_box)
     animator = Animator(kp_detector, generator, from_uint8_frames(source_frame[None]), relative=relative,
                         adapt_scale=adapt_scale, dtype=dtype)
 
-    batches = read_video_batches(driving, size, batch_size, driving_box)
-    total = -(-info.num_frames // batch_size) if info.num_frames else None
+    if len(boxes) == 1 and start == 0 and duration is None:  # one fixed crop: ffmpeg crops and scales
+        batches = read_video_batches(driving, size, batch_size, tuple(int(v) for v in boxes[0]))
+    else:
+        batches = read_cropped_batches(driving, boxes, size, batch_size, start=start, duration=duration)
+    total = -(-len(boxes) // batch_size) if len(boxes) > 1 else (-(-info.num_frames // batch_size) or None)
     audio = audio_from or (driving if info.has_audio else None)
-    with VideoWriter(out, size, size, info.fps, audio_from=audio) as writer:
+    audio_start = start if audio_from is None else 0.0
+    with VideoWriter(out, size, size, info.fps, audio_from=audio, audio_start=audio_start) as writer:
         for frames in animate_batches(animator, track(batches, total, "animate")):
             writer.write(frames)
     if writer.frames_written == 0:
@@ -109,5 +136,5 @@ def animate_file(image: np.ndarray, source_name: str, driving: Path, checkpoint:
     scale = f", movement scale {animator.scale:.3f}" if adapt_scale else ""
     return (
         f"animated {writer.frames_written} frames ({size}x{size}, {info.fps:.3g} fps, {mode}{scale}"
-        f"{', with audio' if audio else ', no audio'}) on {dev} in {str(dtype).removeprefix('torch.')} -> {out}"
+        f"{', with audio' if audio else ', no audio'}{crop_note}) on {dev} in {str(dtype).removeprefix('torch.')} -> {out}"
     )

@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 
-from fomm_core.errors import FommError
 from pipeline.cli_support import user_errors
 from pipeline.download.config import DownloadConfig
 from pipeline.params import DEFAULT_PARAMS, load_section
@@ -36,22 +35,20 @@ def command(
 
     Mode `whole` writes DIR/{video_id}.mp4; mode `sections` fetches only the clips' time ranges, as DIR/{video_id}/{start}-{end}.mp4 (25 fps frame numbers).
 
-    Transient failures (HTTP 429/5xx, dropped connections, timeouts) are retried with exponential backoff; permanent ones (404, 410, private, unavailable, geo-blocked, sign-in) are skipped. DIR/report.parquet gives every video's status and reason, DIR/archive.txt lists finished videos, DIR/download.log has the details.
+    Transient failures (HTTP 429/5xx, dropped connections, timeouts) are retried with exponential backoff; permanent ones (404, 410, private, unavailable, geo-blocked, sign-in) are skipped, and not requested again by later runs unless download.retry_failed is true. DIR/report.parquet gives every video's status and reason, DIR/archive.txt lists finished videos, DIR/download.log has the details.
 
     Re-running resumes: finished videos are not fetched again. Exits 1 (after writing the report) when fewer than min_success_fraction of the videos are present.
     """
     # Imported here so `fomm --help` and the other stages do not pay for yt-dlp and pyarrow.
-    from pipeline.download.report import summary_line
-    from pipeline.download.runner import REPORT_NAME, run_download
+    from pipeline.download.report import REPORT_NAME, summary_line
+    from pipeline.download.runner import run_download
 
     config = load_section(params, "download", DownloadConfig)
     clips_path = clips if clips is not None else Path(config.clips)
     out_dir = out if out is not None else Path(config.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FommError(f"--out {out_dir}: exists and is not a directory")
     result = run_download(config, clips_path, out_dir, show_progress=True)
-    summary(summary_line(result.rows, result.new_bytes, result.seconds, result.already_done))
-    total = len(result.rows)
+    summary(summary_line(result.report, result.new_bytes, result.seconds, result.already_done, result.not_retried))
+    total = len(result.report)
     if total == 0 or result.ok == 0 or result.ok < config.min_success_fraction * total:
         # Not a user mistake (exit 2) but a failed run: exit 1, after the report is written.
         if total == 0:

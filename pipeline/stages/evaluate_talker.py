@@ -19,6 +19,27 @@ from pipeline.stages.talker_common import load_clips
 
 
 
+def _rendered_mouth(talker_model, fomm: Path, shards: Path, test, config: TalkerEvalConfig) -> dict:
+    """Mouth opening of the rendered talker (and of the real video) against the speech envelope."""
+    import torch
+
+    from fomm_core.checkpoint import load_inference_models
+    from fomm_core.data import ClipFramesDataset
+    from fomm_core.faces import load_backend
+    from fomm_core.talker.rendered_mouth import rendered_mouth_metrics
+    from fomm_core.talker.threads import limited_threads
+
+    kp_detector, generator, _, frame_size, *_ = load_inference_models(fomm, "cpu")
+    frames = ClipFramesDataset(shards, "test", frame_size=frame_size)
+
+    def frames_of(clip_id: str) -> torch.Tensor:
+        return torch.cat(list(frames.iter_clip_frames(clip_id, 64)))
+
+    with limited_threads(config.threads), torch.inference_mode():
+        return rendered_mouth_metrics(talker_model, kp_detector, generator, frames_of, test, load_backend(),
+                                      chunk_frames=config.chunk_frames, max_clips=config.max_clips)
+
+
 def _fmt(metrics: dict, key: str, digits: int = 3) -> str:
     value = metrics.get(key)
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -30,6 +51,8 @@ def command(
     syncers: Path = typer.Option(Path("artifacts/syncer/syncers.pt"), "--syncers", help="fomm train-syncer output."),
     shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
     keypoints: Path = typer.Option(Path("artifacts/keypoints"), "--keypoints", help="fomm extract-keypoints output."),
+    fomm: Path = typer.Option(Path("artifacts/talker/fomm.pt"), "--fomm",
+                              help="The FOMM renderer the talker was trained with (train-talker writes it)."),
     out: Path = typer.Option(Path("artifacts/talker_eval"), "--out", help="Writes metrics.json here (replaced atomically)."),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the talker_eval section."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to the local MLflow store."),
@@ -39,20 +62,22 @@ def command(
     """Score the talker on the test clips against the ground truth and shuffled audio.
 
     Syncer distance/confidence (LSE-D/LSE-C style), keypoint L2, mouth-opening correlation
-    (synthetic data) and head-motion diversity; writes OUT/metrics.json and logs to MLflow (a child
-    run of the train-talker run that wrote the talker). The numbers go to METRICS_DIR/talker_eval.json
-    and the syncer distance per audio offset to METRICS_DIR/talker_sync_offsets.tsv (DVC).
+    (synthetic data) and head-motion diversity; the rendered video's mouth opening (dlib
+    landmarks) against the speech envelope, beside the same for shuffled audio and the real
+    video; writes OUT/metrics.json and logs to MLflow (a child run of the train-talker run that
+    wrote the talker). The numbers go to METRICS_DIR/talker_eval.json and the syncer distance
+    per audio offset to METRICS_DIR/talker_sync_offsets.tsv (DVC).
     """
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
     config = load_section(params, "talker_eval", TalkerEvalConfig)
-    inputs = (talker, syncers, shards, keypoints)
+    inputs = (talker, syncers, shards, keypoints, fomm)
     check_output_dir(out, "evaluate-talker", inputs)
     numbers, offsets = check_metrics_files(metrics_dir, "evaluate-talker",
                                            ("talker_eval.json", "talker_sync_offsets.tsv"), inputs)
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
-    for path, stage in ((talker, "train-talker"), (syncers, "train-syncer")):
+    for path, stage in ((talker, "train-talker"), (syncers, "train-syncer"), (fomm, "train-talker")):
         if not path.is_file():
             raise FommError(f"{path}: not found; run `fomm {stage}` first")
     talker_model = load_talker_checkpoint(talker)
@@ -61,6 +86,7 @@ def command(
     test = load_clips(shards, keypoints, "test", a, log_line)
     train = load_clips(shards, keypoints, "train", a, log_line)
     metrics, curve = evaluate_talker_with_offsets(talker_model, sync_models, test, config, clips_train=train)
+    metrics.update(_rendered_mouth(talker_model, fomm, shards, test, config))
     with replace_output_dir(out, "evaluate-talker", inputs) as tmp:
         write_metrics_json(tmp / "metrics.json", metrics)
     write_dvc_metrics(numbers, metrics)
@@ -79,5 +105,7 @@ def command(
         f"(shuffled audio {_fmt(metrics, 'shuffled_mouth_corr')}), sync distance {_fmt(metrics, 'gen_sync_distance')} "
         f"(ground truth {_fmt(metrics, 'gt_sync_distance')}, shuffled {_fmt(metrics, 'shuffled_sync_distance')}), "
         f"confidence {_fmt(metrics, 'gen_sync_confidence')} (gt {_fmt(metrics, 'gt_sync_confidence')}, shuffled "
-        f"{_fmt(metrics, 'shuffled_sync_confidence')}), keypoint L2 {_fmt(metrics, 'kp_l2')} -> {out / 'metrics.json'}"
+        f"{_fmt(metrics, 'shuffled_sync_confidence')}), keypoint L2 {_fmt(metrics, 'kp_l2')}, rendered mouth vs speech "
+        f"{_fmt(metrics, 'rendered_mouth_envelope_corr')} (shuffled {_fmt(metrics, 'shuffled_mouth_envelope_corr')}, "
+        f"real video {_fmt(metrics, 'real_mouth_envelope_corr')}) -> {out / 'metrics.json'}"
     )

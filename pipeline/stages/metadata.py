@@ -8,10 +8,11 @@ from typing import List, Optional
 import typer
 
 from fomm_core.errors import FommError
+from fomm_core.outputs import check_output_file
 from pipeline.cli_support import user_errors
 from pipeline.metadata.build import build
 from pipeline.metadata.config import MetadataConfig
-from pipeline.metadata.tables import clips_table, rejects_table, write_table
+from pipeline.metadata.tables import clips_table, rejects_table, write_table, written_by_metadata
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import summary
 
@@ -46,14 +47,16 @@ def command(
     (box_policy: clip) or rejected (box_policy: drop).
     """
     config = load_section(params, "metadata", MetadataConfig)
+    sources = list(inputs) if inputs else [Path(config.input)]
     out_path = out if out is not None else Path(config.out)
     rejects_path = rejects if rejects is not None else out_path.with_name("rejects.parquet")
     if out_path.resolve() == rejects_path.resolve():
         raise FommError(f"--out and --rejects are both {out_path}; give them different paths")
-    for path in (out_path, rejects_path):
+    for path, flag in ((out_path, "--out"), (rejects_path, "--rejects")):
         if path.is_dir():
             raise FommError(f"{path} is a directory; --out/--rejects take a .parquet file path")
-    result = build(list(inputs) if inputs else [Path(config.input)], config)
+        check_output_file(path, "metadata", sources, is_ours=written_by_metadata, flag=flag)
+    result = build(sources, config)
     write_table(rejects_table(result.rejects), rejects_path)
     write_table(clips_table(result.clips, out_path.parent), out_path)
     summary(result.summary())

@@ -20,7 +20,8 @@ from fomm_core.checkpoint import load_inference_models
 from fomm_core.errors import FommError
 from fomm_core.inference.animate import Animator, fold_batchnorm, from_uint8_frames, to_uint8_frames
 from fomm_core.inference.device import resolve_device, resolve_precision
-from fomm_core.inference.face_crop import detect_face, load_face_detector, square_crop_box
+from fomm_core.faces import load_backend
+from fomm_core.inference.face_crop import image_crop_box
 from fomm_core.inference.video_io import VideoWriter, read_image, resize_square, written_by_fomm
 from fomm_core.outputs import check_output_file
 from fomm_core.talker import SpeechFeatures, audio_features_from_wav, load_talker_checkpoint, talk_keypoints
@@ -116,29 +117,24 @@ def _model_paths(model_dir: Path) -> tuple[Path, Path]:
 
 
 class FaceCropper:
-    """The Haar-cascade face crop, with a centred square whenever there is no face to use.
+    """The training-like face crop (dlib landmarks), or the centred square when there is no face.
 
-    ``talk`` must work on any picture, so neither a missing cascade (OpenCV 5 wheels) nor
-    an image without a detectable face is an error: both fall back with a printed note.
+    ``talk`` must work on any picture, so an image without a detectable face is not an
+    error: it falls back to the centred square with a printed note.
     """
 
     def __init__(self, enabled: bool):
-        self.detector = None
-        if enabled:
-            try:
-                self.detector = load_face_detector()
-            except FommError as exc:
-                summary(f"note: no face detection ({exc}); using centred square crops")
+        self.backend = load_backend() if enabled else None
 
     def box(self, image, name: str) -> tuple[tuple[int, int, int, int] | None, str]:
         """The crop box (None: centred square) and a word for the summary line."""
-        if self.detector is None:
+        if self.backend is None:
             return None, "centred crop"
-        face = detect_face(image, self.detector)
-        if face is None:
+        try:
+            return image_crop_box(image, name, self.backend), "face crop"
+        except FommError:
             summary(f"note: {name}: no face found; using the centred square crop")
             return None, "centred crop, no face found"
-        return square_crop_box(face, image.shape[1], image.shape[0]), "face crop"
 
 
 def read_speech(path: Path, audio_per_frame: int) -> SpeechFeatures:
@@ -252,8 +248,8 @@ def command(
                                            help="Output folder for NAME.mp4 (default: artifacts/talk)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file for one pair (.mp4, .mkv or .mov)."),
     crop_face: bool = typer.Option(True, "--crop-face/--no-crop-face",
-                                   help="Crop each image to its face (OpenCV Haar cascade; a centred square when "
-                                        "no face is found) or always to the centred square."),
+                                   help="Crop each image to its face like the training clips (dlib landmarks; a "
+                                        "centred square when no face is found) or always to the centred square."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per renderer forward pass."),
     device: str = typer.Option("auto", "--device", help="Renderer device: auto (CUDA if available), cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision",
