@@ -114,6 +114,8 @@ def detached() -> bool:
     """Started to outlive its terminal (nohup, setsid) or asked to (FOMM_DETACHED=1)."""
     if os.environ.get("FOMM_DETACHED", "") not in ("", "0"):
         return True
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return False  # torchrun starts each worker as a session leader; it must still die with torchrun
     if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
         return True
     return os.getsid(0) == os.getpid()

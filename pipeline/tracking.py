@@ -145,15 +145,22 @@ def store_exists(root: str | os.PathLike | None = None) -> bool:
 
 
 def _check_database(db: Path) -> None:
-    """One line instead of MLflow's chained tracebacks for a file that is not an MLflow store."""
-    hint = f"move it aside (a new store is created) or point --mlflow-dir / ${ENV_DIR} at another folder"
+    """One line instead of MLflow's chained tracebacks for a damaged or foreign ``mlflow.db``.
+
+    ``PRAGMA quick_check`` reads the whole file: damage in the middle would otherwise surface
+    only when a metric lands on that page, mid-training.
+    """
+    hint = f"move it aside (a new store is created), point --mlflow-dir / ${ENV_DIR} elsewhere, or pass --no-mlflow"
     if not os.access(db, os.R_OK | os.W_OK):
-        raise FommError(f"{db}: the MLflow store is not readable and writable; fix its permissions or {hint}")
+        raise FommError(f"{db}: the MLflow store is not readable and writable; fix its permissions, or {hint}")
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
-        raise FommError(f"{db}: not a readable MLflow store ({exc}); {hint}") from None
+        verdict, tables = str(exc), set()
+    if verdict != "ok":
+        raise FommError(f"{db}: the MLflow store is damaged ({verdict.splitlines()[-1].strip()}); {hint}")
     if tables and not {"alembic_version", "experiments", "runs"} <= tables:
         raise FommError(f"{db}: an SQLite file but not an MLflow store; {hint}")
 

@@ -52,6 +52,21 @@ class Case:
     expect: str  # a fragment of the one stderr line
 
 
+def _syncers(root: Path) -> Path:
+    from fomm_core.talker import SyncerConfig, Syncers, save_syncers_checkpoint
+
+    path = root / "syncer" / "syncers.pt"
+    save_syncers_checkpoint(path, Syncers(SyncerConfig()))  # matches the project's talker_model
+    return path
+
+
+def _damaged_store(root: Path) -> Path:
+    store = root / "store"
+    store.mkdir()
+    (store / "mlflow.db").write_bytes(b"not a database " * 100)
+    return store
+
+
 def _ckpt(root: Path) -> Path:
     path = root / "train" / "checkpoint.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +109,31 @@ CASES = [
          "is a file"),
     Case("synth --out /proc", lambda r: ["synth", "--out", "/proc/fomm-synth", "--params", str(_params(r))],
          "cannot write"),
+    # Training: every check before any work (issue 9, cases 13, 14, 16)
+    Case("train --out /proc", lambda r: ["train", "--params", str(_params(r)), "--shards", str(_fake_shards(r)),
+                                        "--out", "/proc/fomm-train", "--no-mlflow"],
+         "cannot write in /proc"),
+    Case("train --out under a file", lambda r: ["train", "--params", str(_params(r)), "--shards", str(_fake_shards(r)),
+                                               "--out", str(_precious(r / "train") / "PRECIOUS.txt" / "out"),
+                                               "--no-mlflow"],
+         "PRECIOUS.txt is a file, not a folder"),
+    Case("train frame_size 7", lambda r: ["train", "--params", str(_params(r, PARAMS.read_text().replace(
+                                              "frame_size: 128", "frame_size: 7"))),
+                                          "--shards", str(_fake_shards(r)), "--out", str(r / "train_out"), "--no-mlflow"],
+         "train.frame_size 7 is too small"),
+    Case("train with a damaged mlflow.db", lambda r: ["train", "--params", str(_params(r)), "--shards",
+                                                      str(_fake_shards(r)), "--out", str(r / "train_out"),
+                                                      "--mlflow-dir", str(_damaged_store(r))],
+         "the MLflow store is damaged"),
+    Case("train-syncer --out /proc", lambda r: ["train-syncer", "--params", str(_params(r)), "--shards",
+                                               str(_fake_shards(r)), "--keypoints", str(_precious(r / "kp")),
+                                               "--out", "/proc/fomm-syncer", "--no-mlflow"],
+         "cannot write in /proc"),
+    Case("train-talker --out a file", lambda r: ["train-talker", "--params", str(_params(r)), "--shards",
+                                                str(_fake_shards(r)), "--keypoints", str(_precious(r / "kp")),
+                                                "--syncers", str(_syncers(r)), "--checkpoint", str(_ckpt(r)),
+                                                "--out", str(_precious(r / "talker") / "PRECIOUS.txt"), "--no-mlflow"],
+         "is a file, not a folder"),
     Case("tubes --out PRECIOUS", lambda r: ["tubes", str(_precious(r / "meta") / "PRECIOUS.txt"),
                                            "--videos", str(_precious(r / "videos")), "--input", str(r / "meta"),
                                            "--out", str(_precious(r / "tubes")), "--params", str(_params(r))],

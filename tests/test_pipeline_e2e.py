@@ -148,6 +148,11 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
             "baseline_aed", "face_detection_rate"} <= metrics.keys()
     assert metrics["face_detection_rate"] > 0.9 and metrics["baseline_akd"] > 0  # dlib finds the synthetic faces
     assert metrics["frame_size"] == 64 and metrics["perceptual_backbone"] == "random"
+    # Loss curves written during training, one row per log point (pipeline/CONTRACTS.md).
+    for curve, first_column in (("train/train_losses.tsv", "perceptual"), ("syncer/syncer_losses.tsv", "loss"),
+                                ("talker/talker_losses.tsv", "loss")):
+        rows = (project / "artifacts" / curve).read_text().splitlines()
+        assert rows[0].startswith(f"step\t{first_column}\t") and len(rows) > 1, curve
     train_metrics = json.loads((project / "artifacts/train/train_metrics.json").read_text())
     assert train_metrics["perceptual_backbone"] == "random" and train_metrics["amp"] == "none"
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
@@ -196,6 +201,8 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = run(["dvc", "repro"], project)
     assert stages_run(third.stdout)[:2] == ["crop", "shard"]  # and, as the shards changed, the model stages
+    # the persistent checkpoint of the old shards is not continued
+    assert "checkpoint.pt was trained with other shards; starting from scratch" in third.stdout + third.stderr
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["talker_eval"]["max_offset"] = 2
@@ -313,6 +320,10 @@ def test_plots_show_and_diff_render_html(project, tmp_path):
     html = (tmp_path / "show" / "index.html").read_text()
     clip = pd.read_csv(project / "metrics/evaluate_clips.tsv", sep="\t")["clip_id"].iloc[0]
     assert "Talker synchrony" in html and "shuffled" in html and clip in html
+    assert "FOMM training losses" in html and "equivariance_value" in html  # the per-step loss curve
+    assert "Syncer training loss" in html and "Talker training losses" in html
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown.get("errors")  # every plot file found and every column in it
     exps = [name for name, row in exp_rows(project).items() if row["metrics"].get("metrics/evaluate.json")]
     run(["dvc", "plots", "diff", *exps, "-o", str(tmp_path / "diff")], project)
     html = (tmp_path / "diff" / "index.html").read_text()

@@ -132,3 +132,16 @@ def test_talk_keypoints_stream_into_the_fomm_renderer(data, syncers):
     assert torch.allclose(streamed, whole, atol=1e-5)
     frames = animator.generate(chunks[-1])
     assert frames.shape == (3, 3, 32, 32) and torch.isfinite(frames).all()
+
+
+def test_a_progress_callback_gets_every_step_and_the_logged_means(data, syncers):
+    """What `train-talker` shows and writes to talker_losses.tsv: a report per step (the bar),
+    the logged means at log points (the curve rows); no plain lines while a display is on."""
+    lines, reports, recorder = [], [], Recorder()
+    train_talker(data[0], syncers, tiny_train(steps=4, teacher_forcing_steps=2, log_every=2), log=lines.append,
+                 logger=recorder, model_config=tiny_model(), on_step=reports.append)
+    assert [r.step for r in reports] == [1, 2, 3, 4] and {r.total for r in reports} == {4}
+    assert [r.step for r in reports if r.logged is not None] == [2, 4]
+    assert [dict(r.logged) for r in reports if r.logged is not None] == [m for _, m in recorder.logged]
+    assert all(r.samples_per_second > 0 and "talker/loss" in r.losses for r in reports)
+    assert lines == []

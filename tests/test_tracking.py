@@ -179,7 +179,7 @@ def test_a_corrupt_store_stops_training_before_it_starts_with_one_line(trained, 
     result = cli(["train", "--shards", str(shards)], tmp_path, env=dict(env(), **{tracking.ENV_DIR: str(tmp_path / "store")}))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: ") and "mlflow.db: not a readable MLflow store" in line
+    assert line.startswith("error: ") and "mlflow.db: the MLflow store is damaged (file is not a database)" in line
     assert not (tmp_path / "artifacts/train").exists() and "train:" not in result.stdout
 
 

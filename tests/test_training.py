@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -19,7 +23,7 @@ from _train_helpers import (
 )
 from fomm_core.checkpoint import load_inference_models, read_checkpoint
 from fomm_core.errors import FommError
-from fomm_core.training import Trainer
+from fomm_core.training import Trainer, TrainingInterrupted
 from fomm_core.training.sampling import ResumableSampler
 from fomm_core.training.visualize import PALETTE, draw_keypoints, sample_grid
 
@@ -38,8 +42,10 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(shards, tmp_path):
-    # 2 steps per epoch, 6 steps: the split at step 3 falls mid-epoch, after an lr milestone.
-    straight = Trainer(shards, tmp_path / "a", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6),
+    # 2 steps per epoch, 6 steps: a stop request (what SIGTERM does) at step 3 falls mid-epoch,
+    # after an lr milestone, and inside a log interval (log_every 2: the interval's sums
+    # travel in the checkpoint).
+    straight = Trainer(shards, tmp_path / "a", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
                        keep_history=True, log=quiet)
     full = straight.run()
     assert full.steps == 6 and len(full.step_losses) == 6
@@ -47,17 +53,36 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(shards, tmp_path):
     assert {"perceptual", "equivariance_value", "equivariance_jacobian", "generator_gan", "feature_matching",
             "discriminator_gan"} <= set(full.step_losses[0])
 
-    first = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=3),
-                    keep_history=True, log=quiet).run()
+    first_losses = []
+    first = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
+                    log=quiet)
+
+    def stop_at_step_3(report):
+        first_losses.append(dict(report.losses))
+        if report.step == 3:
+            first.request_stop()
+
+    first.on_step = stop_at_step_3
+    with pytest.raises(TrainingInterrupted) as stopped:
+        first.run()
+    assert stopped.value.step == 3
     saved = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (3, 1, 1)
-    resumed = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6),
-                      keep_history=True, resume=True, log=quiet)
+    with (tmp_path / "b" / "train_losses.tsv").open("a") as curve:
+        curve.write("4\t1.0\t")  # a row a killed run was writing after its checkpoint
+    resumed = Trainer(shards, tmp_path / "b", tiny_model(), tiny_losses(gan=1.0), tiny_train(max_steps=6, log_every=2),
+                      keep_history=True, resume="require", log=quiet)
     assert resumed.step == 3
     rest = resumed.run()
-    assert first.step_losses + rest.step_losses == full.step_losses
+    assert first_losses + rest.step_losses == full.step_losses
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The curve (rows at steps 2, 4, 6) and the final metrics read as one uninterrupted run.
+    curve = (tmp_path / "a" / "train_losses.tsv").read_text()
+    assert [row.split("\t")[0] for row in curve.splitlines()] == ["step", "2", "4", "6"]
+    assert (tmp_path / "b" / "train_losses.tsv").read_text() == curve
+    metrics = [json.loads((tmp_path / run / "train_metrics.json").read_text()) for run in ("a", "b")]
+    assert metrics[0]["losses"] == metrics[1]["losses"] and metrics[1]["steps_this_run"] == 3
     # lr dropped by gamma at the epoch-1 milestone and the schedule state survived the resume
     assert resumed.optimizers["generator"].param_groups[0]["lr"] == pytest.approx(2e-5)
 
@@ -75,8 +100,6 @@ def test_checkpoint_and_metrics_are_usable_for_inference(shards, tmp_path):
         kp_out = kp(frame)
         pred = gen(frame, kp_driving=kp_out, kp_source=kp_out)["prediction"]
     assert pred.shape == (1, 3, 64, 64) and torch.isfinite(pred).all()
-    import json
-
     metrics = json.loads((tmp_path / "train_metrics.json").read_text())
     assert metrics["steps"] == result.steps == 2
     assert metrics["samples_per_second"] > 0 and set(metrics["losses"]) >= {"perceptual", "total"}
@@ -108,31 +131,6 @@ def test_ddp_two_gloo_processes_keep_identical_weights(shards, tmp_path):
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert read_checkpoint(tmp_path / "out" / "checkpoint.pt")["world_size"] == 2  # rank 0 saved it
-
-
-def test_torchrun_cli_trains_with_two_ranks_and_only_rank0_logs_and_saves(shards, tmp_path):
-    """The documented multi-process launch: `torchrun --standalone --nproc-per-node 2 -m pipeline train`."""
-    params_yaml(tmp_path / "params.yaml", gan=1.0, epochs=1, max_steps=2)
-    store = tmp_path / "store"
-    run_env = dict(env(), FOMM_MLFLOW_DIR=str(store), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "pipeline", "train", "--shards", str(shards), "--out", "out"],
-        cwd=tmp_path, capture_output=True, text=True, env=run_env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("training on cpu (2 process(es))") == 1  # rank 0 alone logs
-    state = read_checkpoint(tmp_path / "out" / "checkpoint.pt")
-    assert state["world_size"] == 2 and state["epoch"] == 1  # 4 items per epoch: 2 ranks x batch 2 = 1 step
-    assert state["step"] == 1 and "discriminator" in state
-    import json
-
-    assert json.loads((tmp_path / "out" / "train_metrics.json").read_text())["world_size"] == 2
-    from pipeline import tracking
-
-    client = tracking.client(store)
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    [run] = client.search_runs([experiment.experiment_id])  # one run, not one per rank
-    assert run.data.tags["world_size"] == "2" and run.info.status == "FINISHED"
 
 
 @pytest.mark.slow
@@ -206,3 +204,45 @@ def test_help_and_bad_params_are_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  batch_size: 2\n")
     missing = cli(["train", "--shards", "nowhere"], tmp_path)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "fomm shard" in missing.stderr
+
+
+def run_on_a_terminal(command: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run ``command`` with a pseudo-terminal as stdin/stdout/stderr; its exit code and output."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(command, cwd=cwd, env=dict(env(), TERM="xterm-256color", COLUMNS="200"),
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side closed (the process exited)
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_progress_is_a_bar_on_a_terminal_and_loss_lines_in_a_log(shards, tmp_path):
+    params_yaml(tmp_path / "params.yaml", epochs=1, log_every=1)  # 2 steps
+    logged = cli(["train", "--shards", str(shards), "--out", "log", "--no-mlflow"], tmp_path)
+    assert logged.returncode == 0, logged.stderr
+    lines = [line for line in logged.stderr.splitlines() if line.startswith("train step ")]
+    assert [line.split(":")[0] for line in lines] == ["train step 1/2", "train step 2/2"], logged.stderr
+    assert "perceptual" in lines[0] and "samples/s" in lines[0]
+
+    code, shown = run_on_a_terminal([sys.executable, "-m", "pipeline", "train", "--shards", str(shards), "--out", "tty",
+                                     "--no-mlflow"], tmp_path)
+    assert code == 0, shown[-3000:]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # without the terminal's colour and cursor codes
+    assert re.search(r"train ━+ 2/2 perceptual [0-9.]+ .*total [0-9.]+ [0-9.]+ samples/s", plain), plain[-2000:]
+    assert "train step 1/2:" not in shown  # no plain loss lines under the bar

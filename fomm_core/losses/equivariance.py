@@ -12,6 +12,7 @@ appears at p with T(p) = q, which is why ``transform_points`` maps *warped-frame
 
 from __future__ import annotations
 
+import copy
 from typing import Mapping
 
 import torch
@@ -53,6 +54,14 @@ class RandomTransform:
     @property
     def batch_size(self) -> int:
         return self.theta.shape[0]
+
+    def rows(self, start: int, stop: int) -> "RandomTransform":
+        """The warps of samples ``start..stop-1``: one draw per optimizer step, split across the
+        micro-batches of gradient accumulation exactly as it would apply to the whole batch."""
+        part = copy.copy(self)
+        part.theta = self.theta[start:stop]
+        part.control_params = self.control_params[start:stop]
+        return part
 
     def transform_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 2) → (B, N, 2): T applied to each point."""

@@ -2,9 +2,11 @@
 
 Both loops are single-process and deterministic on the CPU for a given seed: windows come
 from a numpy Generator seeded with ``config.seed`` and the weights from
-``torch.manual_seed(config.seed)``. ``log`` receives human-readable progress lines;
-``logger`` (anything with ``log_metrics(dict, step)``, e.g. the MLflow logger) receives the
-numbers every ``log_every`` steps, averaged over those steps.
+``torch.manual_seed(config.seed)``. ``logger`` (anything with ``log_metrics(dict, step)``,
+e.g. the MLflow logger) receives the numbers every ``log_every`` steps, averaged over those
+steps; ``on_step`` (a progress display) a :class:`fomm_core.progress.StepReport` after
+every step, with those means at the log points. Without ``on_step`` the log points are
+lines through ``log``.
 
 The talker is trained in two phases. Teacher forcing (``teacher_forcing_steps``): every
 frame's velocity is predicted from the true history in one parallel pass, with the
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import FommError
+from ..progress import OnStep, StepReport, report_line
 from .config import SyncerConfig, TalkerModelConfig, TalkerTrainConfig, check_compatible
 from .dataset import TalkerClips
 from .discriminator import TemporalDiscriminator
@@ -35,6 +38,15 @@ from .syncer import Syncers, info_nce
 from .threads import limited_threads
 
 Log = Callable[[str], None]
+# The metrics the talker logs (some only in one phase), in the order of its curve's columns.
+TALKER_METRICS = ("talker/loss", "talker/sync", "talker/l2_velocity", "talker/l2_position", "talker/gan_g",
+                  "talker/gan_d", "talker/free_running")
+
+
+def syncer_metrics(config: SyncerConfig) -> list[str]:
+    """The metrics the syncer loop logs, in the order of its curve's columns."""
+    per_level = [f"syncer/{kind}_l{level}" for level in range(config.levels) for kind in ("loss", "acc")]
+    return ["syncer/loss", *per_level]
 
 
 class _Averages:
@@ -64,11 +76,34 @@ def _check_clips(clips: TalkerClips, kp_dim: int, n_mels: int, audio_per_frame: 
             "(num_kp must match the keypoint detector)")
 
 
-def _report(step: int, metrics: dict[str, float], log: Log, logger: Any, prefix: str) -> None:
-    if logger is not None:
-        logger.log_metrics(metrics, step)
-    shown = "  ".join(f"{k.split('/', 1)[-1]} {v:.4g}" for k, v in metrics.items())
-    log(f"{prefix} step {step}: {shown}")
+class _Reporter:
+    """After each step: the running means, and at log points the logger and a report."""
+
+    def __init__(self, prefix: str, total: int, log_every: int, batch_size: int, log: Log, logger: Any,
+                 on_step: OnStep | None):
+        self.prefix, self.total, self.log_every, self.batch_size = prefix, total, log_every, batch_size
+        self.log, self.logger, self.on_step = log, logger, on_step
+        self.averages = _Averages()
+        self.last: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def step(self, step: int, values: dict[str, float], shown: dict[str, float]) -> None:
+        """``values`` are averaged and logged; ``shown`` are this step's values for a progress bar."""
+        self.averages.add(**values)
+        logged = None
+        if step % self.log_every == 0 or step == self.total:
+            logged = self.last = self.averages.pop()
+            if self.logger is not None:
+                self.logger.log_metrics(logged, step)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        report = StepReport(step, self.total, shown, step * self.batch_size / elapsed, logged)
+        if self.on_step is not None:
+            self.on_step(report)
+        elif logged is not None:
+            self.log(report_line(self.prefix, report))
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
 
 
 # ---------------------------------------------------------------------- syncers
@@ -104,18 +139,19 @@ class _SyncerLevelData:
         return kp, audio, valid
 
 
-def train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log = print, logger: Any = None
-                  ) -> tuple[Syncers, dict[str, float]]:
+def train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log = print, logger: Any = None,
+                  on_step: OnStep | None = None) -> tuple[Syncers, dict[str, float]]:
     """Train one keypoint/audio encoder pair per pyramid level with symmetric InfoNCE.
 
     Metrics: ``syncer/loss`` and, per level, ``syncer/loss_l{l}`` and ``syncer/acc_l{l}``
     (how often the aligned window wins among the candidates; chance is 1/candidates).
     """
     with limited_threads(config.threads):
-        return _train_syncers(clips, config, log, logger)
+        return _train_syncers(clips, config, log, logger, on_step)
 
 
-def _train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log, logger: Any) -> tuple[Syncers, dict[str, float]]:
+def _train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log, logger: Any,
+                   on_step: OnStep | None) -> tuple[Syncers, dict[str, float]]:
     _check_clips(clips, config.kp_dim, config.n_mels, config.audio_per_frame)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -128,9 +164,7 @@ def _train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log, logger: A
             raise FommError(f"no clip is long enough for syncer level {level} (about {frames} frames needed); "
                             "lower syncer.levels or use longer clips")
     optimizer = torch.optim.Adam(syncers.parameters(), lr=config.lr, betas=tuple(config.betas))
-    averages = _Averages()
-    last: dict[str, float] = {}
-    started = time.perf_counter()
+    reporter = _Reporter("syncer", config.steps, config.log_every, config.batch_size, log, logger, on_step)
     syncers.train()
     for step in range(1, config.steps + 1):
         losses = []
@@ -148,13 +182,11 @@ def _train_syncers(clips: TalkerClips, config: SyncerConfig, log: Log, logger: A
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        averages.add(**{"syncer/loss": float(total.detach())}, **values)
-        if step % config.log_every == 0 or step == config.steps:
-            last = averages.pop()
-            _report(step, last, log, logger, "syncer")
+        loss = {"syncer/loss": float(total.detach())}
+        reporter.step(step, {**loss, **values}, loss)
     syncers.eval()
-    metrics = dict(last)
-    metrics["syncer/seconds"] = time.perf_counter() - started
+    metrics = dict(reporter.last)
+    metrics["syncer/seconds"] = reporter.seconds()
     return syncers, metrics
 
 
@@ -204,7 +236,8 @@ def _free_running_losses(talker: Talker, discriminator: TemporalDiscriminator, o
 
 
 def train_talker(clips: TalkerClips, syncers: Syncers, config: TalkerTrainConfig, log: Log = print,
-                 logger: Any = None, model_config: TalkerModelConfig | None = None) -> tuple[Talker, dict[str, float]]:
+                 logger: Any = None, model_config: TalkerModelConfig | None = None,
+                 on_step: OnStep | None = None) -> tuple[Talker, dict[str, float]]:
     """Train the talker (teacher forcing, then free-running rollouts; see the module docstring).
 
     Metrics: ``talker/loss``, ``talker/sync`` (minus the mean syncer cosine: lower is
@@ -212,11 +245,11 @@ def train_talker(clips: TalkerClips, syncers: Syncers, config: TalkerTrainConfig
     ``talker/gan_d``, ``talker/free_running`` (1 in the free-running phase).
     """
     with limited_threads(config.threads):
-        return _train_talker(clips, syncers, config, log, logger, model_config)
+        return _train_talker(clips, syncers, config, log, logger, model_config, on_step)
 
 
 def _train_talker(clips: TalkerClips, syncers: Syncers, config: TalkerTrainConfig, log: Log, logger: Any,
-                  model_config: TalkerModelConfig | None) -> tuple[Talker, dict[str, float]]:
+                  model_config: TalkerModelConfig | None, on_step: OnStep | None) -> tuple[Talker, dict[str, float]]:
     model_config = model_config or TalkerModelConfig(num_kp=syncers.config.num_kp, n_mels=syncers.config.n_mels,
                                                      audio_per_frame=syncers.config.audio_per_frame)
     try:
@@ -239,9 +272,7 @@ def _train_talker(clips: TalkerClips, syncers: Syncers, config: TalkerTrainConfi
     betas = tuple(config.betas)
     opt_g = torch.optim.Adam(talker.parameters(), lr=config.lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=betas)
-    averages = _Averages()
-    last: dict[str, float] = {}
-    started = time.perf_counter()
+    reporter = _Reporter("talker", config.steps, config.log_every, config.batch_size, log, logger, on_step)
     talker.train()
     discriminator.train()
     for step in range(1, config.steps + 1):
@@ -261,11 +292,8 @@ def _train_talker(clips: TalkerClips, syncers: Syncers, config: TalkerTrainConfi
         loss.backward()
         torch.nn.utils.clip_grad_norm_(talker.parameters(), config.grad_clip)
         opt_g.step()
-        averages.add(**values)
-        if step % config.log_every == 0 or step == config.steps:
-            last = averages.pop()
-            _report(step, last, log, logger, "talker")
+        reporter.step(step, values, values)
     talker.eval()
-    metrics = dict(last)
-    metrics["talker/seconds"] = time.perf_counter() - started
+    metrics = dict(reporter.last)
+    metrics["talker/seconds"] = reporter.seconds()
     return talker, metrics

@@ -5,11 +5,12 @@ from .distributed import DistInfo
 from .fingerprint import shards_fingerprint
 from .full_model import DiscriminatorFullModel, GeneratorFullModel
 from .logger import NullLogger, TrainingLogger
-from .trainer import CHECKPOINT_NAME, METRICS_NAME, Trainer, TrainingInterrupted, TrainResult
+from .trainer import CHECKPOINT_NAME, CURVE_NAME, METRICS_NAME, Trainer, TrainingInterrupted, TrainResult
 from .visualize import sample_grid
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "CURVE_NAME",
     "METRICS_NAME",
     "DiscriminatorFullModel",
     "DistInfo",

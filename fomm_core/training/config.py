@@ -42,10 +42,16 @@ class TrainConfig:
     log_every: int = 1  # steps between metric logs
     image_log_every: int = 100  # steps between sample grids
     max_steps: Optional[int] = None  # stop after this many steps in total (tests, smoke runs)
+    # Gradient accumulation: one optimizer step per accumulate_steps micro-batches of batch_size,
+    # so a process sees batch_size * accumulate_steps samples per step (the paper's 40 on one GPU).
+    accumulate_steps: int = 1
+    # Processes on this machine: 1 = this process; N > 1 = `fomm train` restarts itself under
+    # `torchrun --standalone --nproc-per-node N` (one per GPU, gloo on CPU); 0 = one per visible GPU.
+    nproc_per_node: int = 1
 
     def validate(self) -> None:
         for name in ("epochs", "num_repeats", "batch_size", "frame_size", "checkpoint_every",
-                     "log_every", "image_log_every"):
+                     "log_every", "image_log_every", "accumulate_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr_generator", "lr_discriminator", "lr_kp_detector"):
@@ -60,5 +66,7 @@ class TrainConfig:
             raise ValueError(f"scheduler_milestones must be increasing epochs >= 1, got {self.scheduler_milestones}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.nproc_per_node < 0:
+            raise ValueError(f"nproc_per_node must be >= 0 (0 = one process per visible GPU), got {self.nproc_per_node}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1 (or null for no cap), got {self.max_steps}")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -69,6 +70,29 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on any: ranks agree on when to stop (one tiny collective)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gradient_sync(module: torch.nn.Module, enabled: bool):
+    """A context in which DDP all-reduces gradients on backward only when ``enabled``.
+
+    Gradient accumulation syncs on the last micro-batch of a step; the earlier ones add
+    to the local gradients (``DistributedDataParallel.no_sync``). A no-op for one process.
+    """
+    inner = getattr(module, "_orig_mod", module)  # through torch.compile
+    if enabled or not hasattr(inner, "no_sync"):
+        return contextlib.nullcontext()
+    return inner.no_sync()
 
 
 def barrier(info: DistInfo) -> None:

@@ -12,9 +12,11 @@ from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
 from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json
-from pipeline.stages.talker_common import load_clips
+from pipeline.stages.talker_common import load_clips, progress_and_curve, require_clip_inputs
 
 SYNCERS_NAME = "syncers.pt"
+METRICS_NAME = "syncer_metrics.json"
+CURVE_NAME = "syncer_losses.tsv"
 
 
 
@@ -22,7 +24,8 @@ SYNCERS_NAME = "syncers.pt"
 def command(
     shards: Path = typer.Option(Path("artifacts/shards"), "--shards", help="fomm shard output folder."),
     keypoints: Path = typer.Option(Path("artifacts/keypoints"), "--keypoints", help="fomm extract-keypoints output."),
-    out: Path = typer.Option(Path("artifacts/syncer"), "--out", help="Writes syncers.pt and syncer_metrics.json here."),
+    out: Path = typer.Option(Path("artifacts/syncer"), "--out",
+                             help="Writes syncers.pt, syncer_metrics.json and syncer_losses.tsv here."),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the syncer section."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
@@ -33,22 +36,26 @@ def command(
     Contrastive (symmetric InfoNCE, negatives from other offsets of the same clip). The frozen
     syncers give the talker its sync loss and score synchrony in `fomm evaluate-talker`.
     """
+    from fomm_core.outputs import claim_output_dir
+    from fomm_core.talker.training import syncer_metrics
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
     config = load_section(params, "syncer", SyncerConfig)
-    [numbers] = check_metrics_files(metrics_dir, "train-syncer", ("syncer.json",), (shards, keypoints))
+    require_clip_inputs(shards, keypoints)
+    [numbers] = check_metrics_files(metrics_dir, "train-syncer", ("syncer.json",), (shards, keypoints, params))
     mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
+    claim_output_dir(out, "train-syncer", (shards, keypoints, params), legacy=(SYNCERS_NAME, METRICS_NAME))
     clips = load_clips(shards, keypoints, "train", config.audio_per_frame, log_line)
     tags = {"shards_sha256": shards_fingerprint(shards)}
     key_params = {"levels": config.levels, "window": config.window, "steps": config.steps, "lr": config.lr}
     with tracking.tracked_run("train-syncer", {"syncer": to_mapping(config)}, tags, enabled=mlflow_store is not None,
                               store=mlflow_store, key_params=key_params) as logger:
-        syncers, metrics = train_syncers(clips, config, log=log_line, logger=logger)
-        out.mkdir(parents=True, exist_ok=True)
+        with progress_and_curve("train-syncer", config.steps, out / CURVE_NAME, syncer_metrics(config)) as on_step:
+            syncers, metrics = train_syncers(clips, config, log=log_line, logger=logger, on_step=on_step)
         save_syncers_checkpoint(out / SYNCERS_NAME, syncers)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
-        write_metrics_json(out / "syncer_metrics.json", metrics)
+        write_metrics_json(out / METRICS_NAME, metrics)
         write_dvc_metrics(numbers, metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, config.steps)
         logger.log_artifact(out / SYNCERS_NAME)

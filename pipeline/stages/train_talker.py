@@ -16,10 +16,12 @@ from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
 from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json
-from pipeline.stages.talker_common import load_clips
+from pipeline.stages.talker_common import load_clips, progress_and_curve, require_clip_inputs
 
 TALKER_NAME = "talker.pt"
 FOMM_NAME = "fomm.pt"
+METRICS_NAME = "talker_metrics.json"
+CURVE_NAME = "talker_losses.tsv"
 
 
 
@@ -49,7 +51,7 @@ def command(
     checkpoint: Path = typer.Option(Path("artifacts/train/checkpoint.pt"), "--checkpoint",
                                     help="FOMM checkpoint; its detector and generator are copied into OUT/fomm.pt."),
     out: Path = typer.Option(Path("artifacts/talker"), "--out",
-                             help="Model folder for fomm talk: talker.pt, fomm.pt, talker_metrics.json."),
+                             help="Model folder for fomm talk: talker.pt, fomm.pt, talker_metrics.json, talker_losses.tsv."),
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads talker_model and talker_train."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
@@ -61,13 +63,13 @@ def command(
     syncers' multi-scale sync loss and small L2 terms. The talker with its FOMM is logged to MLflow
     as the model `fomm-talker` (a new version per run); METRICS_DIR/talker.json holds the numbers.
     """
+    from fomm_core.outputs import claim_output_dir
+    from fomm_core.talker.training import TALKER_METRICS
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
     model_config = load_section(params, "talker_model", TalkerModelConfig)
     train_config = load_section(params, "talker_train", TalkerTrainConfig)
-    [numbers] = check_metrics_files(metrics_dir, "train-talker", ("talker.json",), (shards, keypoints, syncers, checkpoint))
-    mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     if not syncers.is_file():
         raise FommError(f"{syncers}: not found; run `fomm train-syncer` first or pass --syncers")
     if not checkpoint.is_file():
@@ -77,19 +79,24 @@ def command(
         check_compatible(model_config, sync_models.config)
     except ValueError as exc:
         raise FommError(f"{params}: talker_model does not match the syncers in {syncers} ({exc})") from None
+    require_clip_inputs(shards, keypoints)
+    inputs = (shards, keypoints, syncers, checkpoint, params)
+    [numbers] = check_metrics_files(metrics_dir, "train-talker", ("talker.json",), inputs)
+    mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
+    claim_output_dir(out, "train-talker", inputs, legacy=(TALKER_NAME, FOMM_NAME, METRICS_NAME))
     clips = load_clips(shards, keypoints, "train", model_config.audio_per_frame, log_line)
     run_params = {"talker_model": to_mapping(model_config), "talker_train": to_mapping(train_config)}
     tags = {"shards_sha256": shards_fingerprint(shards), "syncers": str(syncers.resolve())}
     key_params = {"num_kp": model_config.num_kp, "steps": train_config.steps, "lr": train_config.lr}
     with tracking.tracked_run("train-talker", run_params, tags, enabled=mlflow_store is not None, store=mlflow_store,
                               key_params=key_params, inputs={"checkpoint": checkpoint, "syncers": syncers}) as logger:
-        talker, metrics = train_talker(clips, sync_models, train_config, log=log_line, logger=logger,
-                                       model_config=model_config)
-        out.mkdir(parents=True, exist_ok=True)
+        with progress_and_curve("train-talker", train_config.steps, out / CURVE_NAME, TALKER_METRICS) as on_step:
+            talker, metrics = train_talker(clips, sync_models, train_config, log=log_line, logger=logger,
+                                           model_config=model_config, on_step=on_step)
         save_talker_checkpoint(out / TALKER_NAME, talker)
         export_fomm_for_inference(checkpoint, out / FOMM_NAME)
         metrics = {**finite_numbers(metrics), "num_clips": len(clips)}
-        write_metrics_json(out / "talker_metrics.json", metrics)
+        write_metrics_json(out / METRICS_NAME, metrics)
         write_dvc_metrics(numbers, metrics)
         logger.log_metrics({f"final/{k}": v for k, v in finite_numbers(metrics).items()}, train_config.steps)
         tracking.mark_output(logger, out / TALKER_NAME)
