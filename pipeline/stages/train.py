@@ -62,10 +62,10 @@ def command(
     info = env_dist_info()
     mlflow_store = None
     if info.is_main:
-        claim_output_dir(out, "train", (shards, params), legacy=(CHECKPOINT_NAME, METRICS_NAME))
         [numbers] = check_metrics_files(metrics_dir, "train", ("train.json",), (shards, params))
         if mlflow:
-            mlflow_store = tracking.open_store(mlflow_dir)  # a bad store stops us before any work
+            mlflow_store = tracking.open_store(mlflow_dir)  # a bad store stops us before anything is written
+        claim_output_dir(out, "train", (shards, params), legacy=(CHECKPOINT_NAME, METRICS_NAME))
 
     mode = {None: "auto", True: "require", False: "never"}[resume]
     nproc = launch.processes_per_node(train_config.nproc_per_node)
