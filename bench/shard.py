@@ -1,9 +1,13 @@
-"""Benchmark `fomm shard`: throughput and peak memory at 1x and 4x the data.
+"""Benchmark `fomm shard`: throughput at 1 and 2 workers, CPU per frame, peak memory at 1x and 4x.
 
 Builds a crop-stage-like folder of 256x256 25 fps clips (ffmpeg test pattern with noise,
 H.264 like the crop stage writes) and 16 kHz wavs, then runs the real stage in a child
-process per size and reads that child's peak RSS from ``os.wait4``. Peak RSS must stay
-flat as the data grows 4x. Prints one JSON object.
+process and reads from ``os.wait4`` its CPU time (the stage, its workers and their ffmpeg
+processes) and its peak RSS (the largest of those processes). Wall-clock frames/s depends on
+what else the machine runs; CPU seconds per frame does not, and gives the extrapolation to
+a machine with more cores (``frames * cpu_s_per_frame / cores``, the stage being
+CPU-bound with one encoding process per core). Peak RSS must stay flat as the data grows
+4x. Prints one JSON object.
 
     .venv/bin/python bench/shard.py [--clips 8] [--frames 75]
 """
@@ -26,6 +30,8 @@ import yaml
 from scipy.io import wavfile
 
 REPO = Path(__file__).resolve().parents[1]
+# ~4M frames (VoxCeleb1); 1.1M clips x ~150 frames (VoxCeleb2: 6 s average utterances at 25 fps)
+VOXCELEB_FRAMES = {"voxceleb1": 4_000_000, "voxceleb2": 1_100_000 * 150}
 
 
 def make_clip(path: Path, frames: int, seed: int, size: int = 256) -> None:
@@ -80,14 +86,19 @@ def run_stage(cwd: Path, clips: Path, out: Path, shard_params: dict) -> dict:
     stdout = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
+    cpu = usage.ru_utime + usage.ru_stime
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"fomm shard failed: {stdout.decode(errors='replace')}")
     index = pd.read_parquet(out / "index.parquet")
+    frames = int(index["num_frames"].sum())
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").iterdir())
     out_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {
-        "clips": len(index), "frames": int(index["num_frames"].sum()),
+        "clips": len(index), "frames": frames,
         "shards": int(index["shard"].nunique()), "output_mb": round(out_bytes / 1e6, 2),
-        "seconds": round(seconds, 2), "frames_per_s": round(index["num_frames"].sum() / seconds, 1),
+        "shard_kb_per_frame": round(shard_bytes / frames / 1e3, 1),
+        "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1),
+        "cpu_s": round(cpu, 2), "cpu_ms_per_frame": round(cpu / frames * 1e3, 3),
         "output_mb_per_s": round(out_bytes / 1e6 / seconds, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
     }
@@ -97,20 +108,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=8, help="clips at 1x")
     parser.add_argument("--frames", type=int, default=75, help="frames per clip")
-    parser.add_argument("--image-format", default="png")
+    parser.add_argument("--image-format", default="jpeg")
     args = parser.parse_args()
-    shard_params = {"max_shard_mb": 16.0, "row_group_frames": 8, "image_format": args.image_format}
+    shard_params = {"frames_per_shard": 512, "image_format": args.image_format}
     with tempfile.TemporaryDirectory(prefix="bench-shard-") as tmp:
         root = Path(tmp)
         results = {}
-        for scale in (1, 4):
+        for scale, workers in ((1, 1), (1, 2), (4, 2)):
             work = root / f"x{scale}"
-            clips = make_crop_dir(work, args.clips * scale, args.frames, src_dir=root / "src")
-            results[f"x{scale}"] = run_stage(work, clips, work / "shards", shard_params)
+            if not (work / "clips").exists():
+                make_crop_dir(work, args.clips * scale, args.frames, src_dir=root / "src")
+            results[f"x{scale}_workers{workers}"] = run_stage(work, work / "clips", work / "shards",
+                                                              {**shard_params, "workers": workers})
             shutil.rmtree(work / "shards")
-    growth = results["x4"]["peak_rss_mb"] / results["x1"]["peak_rss_mb"]
+    one, two, four = results["x1_workers1"], results["x1_workers2"], results["x4_workers2"]
+    growth = four["peak_rss_mb"] / two["peak_rss_mb"]
+    # CPU per frame once running (start-up of the stage and its workers cancels out).
+    marginal = (four["cpu_s"] - two["cpu_s"]) / (four["frames"] - two["frames"])
     print(json.dumps({
         "benchmark": "shard", "params": shard_params, "frame_size": "256x256", **results,
+        "speedup_2_workers": round(two["frames_per_s"] / one["frames_per_s"], 2),
+        "marginal_cpu_ms_per_frame": round(marginal * 1e3, 3),
+        "extrapolated_frames_per_s_16_cores": round(16 / marginal),
+        "extrapolated_hours_16_cores": {name: round(frames * marginal / 16 / 3600, 2)
+                                        for name, frames in VOXCELEB_FRAMES.items()},
         "peak_rss_growth_4x": round(growth, 3), "rss_flat": growth < 1.15,
         "cpu_count": os.cpu_count(),
     }, indent=2))

@@ -18,7 +18,7 @@ from fomm_core.data import (
 )
 from fomm_core.errors import FommError
 
-ROW_GROUP = 4
+FRAMES_PER_SHARD = 40
 OK = [c for c in CLIPS if c.status == "ok"]
 TRAIN = [c for c in OK if c.partition == "train"]
 TEST = sorted((c for c in OK if c.partition == "test"), key=lambda c: c.clip_id)
@@ -28,7 +28,7 @@ TEST = sorted((c for c in OK if c.partition == "test"), key=lambda c: c.clip_id)
 def shards(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("data")
     make_crop_dir(root)
-    write_params(root, row_group_frames=ROW_GROUP, max_shard_mb=0.3)
+    write_params(root, frames_per_shard=FRAMES_PER_SHARD, image_format="png", workers=2)  # lossless: exact frames
     result = run_shard(root, "clips", "--out", "shards", "--groundtruth", "groundtruth")
     assert result.returncode == 0, result.stderr
     frames = {c.clip_id: decode_mp4_rgb(root / "clips" / c.partition / f"{c.clip_id}.mp4") for c in OK}
@@ -72,23 +72,20 @@ def test_pair_is_two_distinct_exact_frames_of_one_clip(shards):
     assert len(seen) > 15
 
 
-def test_pair_reads_only_its_row_groups(shards):
+def test_pair_reads_only_its_two_frames(shards):
     root, _ = shards
     store = ShardStore(root)
     ds = FramePairDataset(store, "train", id_sampling=False)
     longest = max(range(len(ds)), key=lambda k: ds.clips[k].num_frames)
-    assert ds.clips[longest].num_frames > 4 * ROW_GROUP  # a clip of many row groups
     torch.manual_seed(2)
     for _ in range(20):
-        before = store.row_groups_read
-        item = ds[longest]
-        i, j = item["frames"]
-        # Clips start at row-group boundaries, so frame k is in the clip's group k // ROW_GROUP.
-        assert store.row_groups_read - before == len({i // ROW_GROUP, j // ROW_GROUP}) <= 2
-    before = store.row_groups_read
+        before = store.frames_read
+        ds[longest]
+        assert store.frames_read - before == 2
+    before = store.frames_read
     batches = list(store.iter_frames(ds.clips[longest], batch=5))
     n = ds.clips[longest].num_frames
-    assert store.row_groups_read - before == -(-n // ROW_GROUP)
+    assert store.frames_read - before == n
     assert [len(b) for b in batches] == [5] * (n // 5) + ([n % 5] if n % 5 else [])
 
 
@@ -240,8 +237,11 @@ def test_store_survives_pickling_and_fork(shards):
     store = ShardStore(root)
     clip = store.select("train")[0]
     store.read_frames(clip, [0])  # opens a file handle in this process
-    clone = pickle.loads(pickle.dumps(store))
-    assert clone._files == {}
+    assert store.open_shards == 1
+    payload = pickle.dumps(store)
+    assert len(payload) < 2000  # the memory-mapped index travels as its path, not its rows
+    clone = pickle.loads(payload)
+    assert clone.open_shards == 0 and clone.index.mapped
     np.testing.assert_array_equal(clone.read_frames(clip.clip_id, [1])[0], frames[clip.clip_id][1])
     # Workers forked after the parent opened the files read correct frames too.
     ds = FramePairDataset(store, "train", id_sampling=False)
@@ -285,3 +285,135 @@ def test_uint8_items_match_float_items_and_collate(shards):
         FramePairDataset(root, "train", as_float=False, augment=AugmentConfig())
     with pytest.raises(TypeError):
         to_float(a["source"])
+
+
+def _tiny_shards(root: Path, shards: int, frames: int = 3) -> None:
+    """``shards`` real shard files of one 8x8 clip each, and their index (no stage needed)."""
+    import cv2
+    import pyarrow as pa
+
+    from fomm_core.clip_index import INDEX_SCHEMA, features_path, write_index
+    from fomm_core.shard_file import ShardFileWriter
+
+    (root / "shards").mkdir(parents=True)
+    rows = []
+    for s in range(shards):
+        name = f"shards/shard-{s:05d}.frames"
+        with open(root / name, "wb") as sink:
+            writer = ShardFileWriter(sink)
+            for f in range(frames):
+                writer.add(cv2.imencode(".jpg", np.full((8, 8, 3), (s * 7 + f) % 256, np.uint8))[1].tobytes())
+            writer.finish("test", [])
+        clip_id = f"id{s // 10:05d}#vid{s:08d}#000000#{frames:06d}"
+        rows.append({"clip_id": clip_id, "person_id": clip_id[:7], "video_id": f"vid{s:08d}", "partition": "train",
+                     "shard": name, "row_start": 0, "row_end": frames, "num_frames": frames, "fps": 25.0,
+                     "image_format": "jpeg", "height": 8, "width": 8,
+                     "features": features_path("train", clip_id), "has_groundtruth": False})
+    write_index(root, pa.Table.from_pylist(rows, schema=INDEX_SCHEMA))
+
+
+_READ_ALL_UNDER_ULIMIT = r"""
+import json, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from fomm_core.data import FramePairDataset
+from fomm_core.errors import FommError
+
+def rss_kb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+
+ds = FramePairDataset(sys.argv[1], "train", id_sampling=False, augment=None, max_open_shards=int(sys.argv[2]))
+try:
+    for k in range(200):
+        ds[k]
+    after_200 = rss_kb()
+    for k in list(range(200, len(ds))) + list(range(len(ds))):  # every shard, twice: all LRU misses
+        ds[k]
+except FommError as exc:
+    sys.exit(f"error: {exc}")
+print(json.dumps({"fds": len(os.listdir("/proc/self/fd")), "open": ds.store.open_shards,
+                  "opened": ds.store.shards_opened, "rss_growth_kb": rss_kb() - after_200}))
+"""
+
+
+def test_two_thousand_shards_read_under_ulimit_256_with_flat_memory(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from _shard_helpers import REPO
+
+    _tiny_shards(tmp_path / "s", 2000)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def read_all(cap: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _READ_ALL_UNDER_ULIMIT, str(tmp_path / "s"), str(cap)],
+                              capture_output=True, text=True, env=env)
+
+    capped = read_all(64)
+    assert capped.returncode == 0, capped.stderr
+    stats = json.loads(capped.stdout)
+    assert stats["open"] == 64 and stats["opened"] == 2 * 2000  # two passes in order: every read a miss
+    assert stats["fds"] <= 64 + 40  # the cap plus what Python/torch hold anyway
+    assert stats["rss_growth_kb"] < 8 * 1024  # 3,800 more shards opened, memory flat
+    # The limit is real: without the cap the same reads run out of descriptors, one clear line.
+    uncapped = read_all(100_000)
+    assert uncapped.returncode != 0 and "Traceback" not in uncapped.stderr
+    assert "Too many open files" in uncapped.stderr and "dvc repro shard" in uncapped.stderr
+
+
+def test_a_shard_deleted_after_indexing_is_one_line_naming_it(shards, tmp_path):
+    import shutil
+
+    root, _ = shards
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    ds = FramePairDataset(copy, "train", id_sampling=False)
+    clip = ds.clips[0]
+    (copy / clip.shard).unlink()
+    with pytest.raises(FommError) as caught:
+        ds[0]
+    message = str(caught.value)
+    assert str(copy / clip.shard) in message and "re-run `dvc repro shard`" in message and "\n" not in message
+
+
+def test_index_is_memory_mapped_compact_and_falls_back_without_its_arrow_file(shards, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    root, _ = shards
+    store = ShardStore(root)
+    assert store.index.mapped and store.clip(TEST[0].clip_id).partition == "test"
+    assert (root / "index.arrow").stat().st_size / len(OK) < 1000  # tiny set: dictionaries dominate
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "index.arrow").unlink()  # an index written by hand or by an older fomm shard
+    legacy = ShardStore(copy)
+    assert not legacy.index.mapped
+    assert list(legacy.clips) == list(store.clips)
+    # A stale index.arrow (not the one index.parquet was published with) is never used.
+    pq.write_table(pq.read_table(root / "index.parquet").slice(0, 2), copy / "index.parquet")
+    shutil.copy(root / "index.arrow", copy / "index.arrow")
+    assert len(ShardStore(copy).clips) == 2 and not ShardStore(copy).index.mapped
+
+
+def test_persistent_workers_see_each_new_epoch(shards):
+    """Workers that live across epochs (persistent_workers) draw each epoch's items, not epoch 0's again."""
+    from fomm_core.training.sampling import SeededItems
+
+    root, _ = shards
+    items = SeededItems(DatasetRepeater(FramePairDataset(root, "train", id_sampling=False), 4), seed=3)
+
+    def epochs(workers: int) -> list[list]:
+        loader = DataLoader(items, batch_size=4, num_workers=workers, persistent_workers=workers > 0)
+        out = []
+        for epoch in range(3):
+            items.set_epoch(epoch)
+            out.append([(c, int(i), int(j)) for batch in loader
+                        for c, i, j in zip(batch["clip_id"], *batch["frames"])])
+        return out
+
+    persistent = epochs(2)
+    assert persistent == epochs(0)  # the same items as the main process draws
+    assert persistent[0] != persistent[1] != persistent[2]

@@ -5,12 +5,14 @@ from .datasets import (
     ClipFramesDataset, DatasetRepeater, FramePairDataset, resize_frames, to_chw_uint8, to_float, to_tensor,
 )
 from .seeding import item_rng, seed_worker
-from .shards import ClipEntry, ShardStore, decode_image
+from .shards import DEFAULT_MAX_OPEN_SHARDS, ClipEntry, ClipSeq, ShardStore, decode_image
 
 __all__ = [
     "AugmentConfig",
     "ClipEntry",
     "ClipFramesDataset",
+    "ClipSeq",
+    "DEFAULT_MAX_OPEN_SHARDS",
     "DatasetRepeater",
     "FramePairDataset",
     "ShardStore",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from torch.utils.data import Dataset
 from ..errors import FommError
 from .augment import AugmentConfig, augment_pair
 from .seeding import item_rng
-from .shards import ClipEntry, ShardStore
+from .shards import DEFAULT_MAX_OPEN_SHARDS, ClipEntry, ClipSeq, ShardStore
 
 GT_KEYS = ("gt_landmarks", "gt_mouth_open", "gt_blink", "gt_pose")
 
@@ -58,8 +57,8 @@ def resize_frames(frames: torch.Tensor, size: int | None) -> torch.Tensor:
     return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
-def _store(source: str | os.PathLike | ShardStore) -> ShardStore:
-    return source if isinstance(source, ShardStore) else ShardStore(source)
+def _store(source: str | os.PathLike | ShardStore, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS) -> ShardStore:
+    return source if isinstance(source, ShardStore) else ShardStore(source, max_open_shards)
 
 
 class FramePairDataset(Dataset):
@@ -76,23 +75,52 @@ class FramePairDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike | ShardStore, partition: str = "train",
                  augment: AugmentConfig | None = None, id_sampling: bool = True,
-                 as_float: bool = True):
+                 as_float: bool = True, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS):
         if not as_float and augment is not None and augment.jitter > 0 and any(
                 v > 0 for v in (augment.brightness, augment.contrast, augment.saturation, augment.hue)):
             raise ValueError("colour jitter needs float frames: use as_float=True or AugmentConfig(jitter=0)")
-        self.store = _store(root)
+        self.store = _store(root, max_open_shards)
         self.partition = partition
         self.augment = augment
         self.id_sampling = id_sampling
         self.as_float = as_float
-        self.clips = [c for c in self.store.select(partition) if c.num_frames >= 2]
-        if not self.clips:
-            raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {partition!r}")
-        by_person: dict[str, list[ClipEntry]] = defaultdict(list)
-        for clip in self.clips:
-            by_person[clip.person_id].append(clip)
-        self.people = sorted(by_person)
-        self.clips_by_person = {p: by_person[p] for p in self.people}
+        self._group_by_person()
+
+    def _group_by_person(self) -> None:
+        """Arrays, not per-clip objects: rows of usable clips, and those rows grouped by person.
+
+        ``_by_person[_person_start[p]:_person_start[p + 1]]`` are person ``p``'s clips in index
+        order; people are sorted by id. ~8 bytes per clip, rebuilt (not pickled) in a spawned worker.
+        """
+        index = self.store.index
+        rows = index.partition_rows(self.partition)
+        rows = rows[index.num_frames[rows] >= 2].astype(np.int32 if len(index) < 2**31 else np.int64)
+        if not len(rows):
+            raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {self.partition!r}")
+        used, person = np.unique(index.person_codes[rows], return_inverse=True)
+        names = [index.persons[int(code)].as_py() for code in used]
+        by_name = np.array(sorted(range(len(used)), key=names.__getitem__), dtype=np.int64)
+        self.people = [names[k] for k in by_name]
+        rank = np.empty(len(used), dtype=np.int32)
+        rank[by_name] = np.arange(len(used), dtype=np.int32)
+        person = rank[person]
+        order = np.argsort(person, kind="stable")
+        self._by_person = rows[order]
+        self._person_start = np.searchsorted(person[order], np.arange(len(used) + 1))
+        del person, order
+        self.clips: Sequence[ClipEntry] = ClipSeq(index, rows)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if isinstance(state["clips"], ClipSeq):  # derived arrays: rebuilt from the mapped index
+            for key in ("clips", "people", "_by_person", "_person_start"):
+                state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "clips" not in state:
+            self._group_by_person()
 
     def __len__(self) -> int:
         return len(self.people) if self.id_sampling else len(self.clips)
@@ -101,20 +129,26 @@ class FramePairDataset(Dataset):
         if not 0 <= idx < len(self):
             raise IndexError(idx)
         rng = item_rng()
+        index = self.store.index
         if self.id_sampling:
-            options = self.clips_by_person[self.people[idx]]
-            clip = options[int(rng.integers(len(options)))]
+            first, end = int(self._person_start[idx]), int(self._person_start[idx + 1])
+            row = int(self._by_person[first + int(rng.integers(end - first))])
+            num_frames = int(index.num_frames[row])
+            i, j = sorted(int(f) for f in rng.choice(num_frames, size=2, replace=False))
+            pair = self.store.read_row_frames(row, [i, j])
+            clip_id = index.clip_id(row)
         else:
             clip = self.clips[idx]
-        i, j = sorted(int(f) for f in rng.choice(clip.num_frames, size=2, replace=False))
-        first, second = self.store.read_frames(clip, [i, j])
+            i, j = sorted(int(f) for f in rng.choice(clip.num_frames, size=2, replace=False))
+            pair = self.store.read_frames(clip, [i, j])
+            clip_id = clip.clip_id
         convert = to_tensor if self.as_float else to_chw_uint8
-        source, driving = convert(first), convert(second)
+        source, driving = convert(pair[0]), convert(pair[1])
         if self.augment is not None:
             source, driving, swapped = augment_pair(source, driving, self.augment, rng)
             if swapped:
                 i, j = j, i
-        return {"source": source, "driving": driving, "clip_id": clip.clip_id, "frames": (i, j)}
+        return {"source": source, "driving": driving, "clip_id": clip_id, "frames": (i, j)}
 
 
 class ClipFramesDataset(Dataset):
@@ -127,8 +161,9 @@ class ClipFramesDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike | ShardStore, partition: str | None = "test",
-                 with_audio: bool = False, frame_size: int | None = None):
-        self.store = _store(root)
+                 with_audio: bool = False, frame_size: int | None = None,
+                 max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS):
+        self.store = _store(root, max_open_shards)
         self.clips = self.store.select(partition)
         self.with_audio = with_audio
         self.frame_size = frame_size
@@ -151,9 +186,9 @@ class ClipFramesDataset(Dataset):
                 item["audio"] = torch.from_numpy(features["audio"])
         return item
 
-    def iter_clip_frames(self, clip_id: str, batch: int = 32) -> Iterator[torch.Tensor]:
+    def iter_clip_frames(self, clip: ClipEntry | str, batch: int = 32) -> Iterator[torch.Tensor]:
         """A clip's frames in order, float32 (B, 3, H, W) batches, reading as it goes."""
-        for frames in self.store.iter_frames(clip_id, batch=batch):
+        for frames in self.store.iter_frames(clip, batch=batch):
             yield resize_frames(to_tensor(frames), self.frame_size)
 
 

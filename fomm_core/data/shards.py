@@ -1,51 +1,36 @@
-"""The shard index and a random-access frame reader over the Parquet shards.
+"""The shard index and a random-access frame reader over the shard files.
 
-Reading a frame reads only the row group holding it (a few frames) and decodes only that
-image. Open shard files are cached per process and reopened after a fork, so DataLoader
-workers never share a file position with the parent.
+Memory does not grow with the data: the index is columnar and memory-mapped
+(:mod:`fomm_core.clip_index`), clips become :class:`ClipEntry` objects only when asked for, and
+at most ``max_open_shards`` shard files are open per process (least recently used closed
+first), so VoxCeleb2's ~30k-160k shards never exhaust descriptors or memory maps. Reading a
+frame costs two ``pread`` calls on a cached descriptor (:mod:`fomm_core.shard_file`).
 """
 
 from __future__ import annotations
 
 import os
-from bisect import bisect_right
-from dataclasses import dataclass, fields
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, overload
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ..clip_index import INDEX, ClipEntry, ClipIndex
 from ..errors import FommError
+from ..shard_file import ShardFile
 
-INDEX = "index.parquet"
+__all__ = ["ClipEntry", "ClipSeq", "DEFAULT_MAX_OPEN_SHARDS", "ShardStore", "decode_image"]
+
+# 64 descriptors per process (times DataLoader workers and ranks) stays far below the usual
+# `ulimit -n` of 1024; a shard opens in ~20 us, so a miss costs little next to two decodes.
+DEFAULT_MAX_OPEN_SHARDS = 64
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
-@dataclass(frozen=True)
-class ClipEntry:
-    """One row of ``index.parquet``: where a clip's frames and features are."""
-
-    clip_id: str
-    person_id: str
-    video_id: str
-    partition: str
-    shard: str
-    row_start: int
-    row_end: int
-    num_frames: int
-    fps: float
-    image_format: str
-    height: int
-    width: int
-    features: str
-    has_groundtruth: bool
-
-
 def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray:
-    """PNG/JPEG bytes to an RGB uint8 (H, W, 3) array."""
+    """JPEG/PNG/WebP bytes to an RGB uint8 (H, W, 3) array."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if _IMREAD_RGB is not None:
         img = cv2.imdecode(buf, _IMREAD_RGB)
@@ -54,125 +39,150 @@ def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray:
         if img is not None:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img is None:
-        raise FommError("a shard image could not be decoded; rebuild the shards with fomm shard")
+        raise FommError("a shard image could not be decoded; re-run `dvc repro shard`")
     return img
 
 
-class _ShardFile:
-    """An open shard and the first row of each of its row groups."""
+class ClipSeq(Sequence[ClipEntry]):
+    """Clips at some rows of the index, as a sequence; each item is built when accessed."""
 
-    def __init__(self, path: Path):
-        # Memory-mapped, no pre-buffering and no thread pool: for one small column chunk
-        # (a row group of images) this reads ~35% faster than pyarrow's defaults.
-        self.file = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
-        meta = self.file.metadata
-        counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+    def __init__(self, index: ClipIndex, rows: np.ndarray):
+        self.index = index
+        self.rows = rows
 
-    def locate(self, row: int) -> tuple[int, int]:
-        """``(row group, row within it)`` of a file row."""
-        group = bisect_right(self.starts, row) - 1
-        if not 0 <= group < len(self.starts) - 1:
-            raise IndexError(f"row {row} outside the shard's {self.starts[-1]} rows")
-        return group, row - self.starts[group]
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, k: int) -> ClipEntry: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> "ClipSeq": ...
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return ClipSeq(self.index, self.rows[k])
+        return self.index.entry(int(self.rows[k]))
+
+    def __iter__(self) -> Iterator[ClipEntry]:
+        for row in self.rows:
+            yield self.index.entry(int(row))
+
+    def __repr__(self) -> str:
+        return f"ClipSeq({len(self)} clips of {self.index.root})"
 
 
 class ShardStore:
     """``index.parquet`` plus random access to frames, for one shard folder."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, max_open_shards: int = DEFAULT_MAX_OPEN_SHARDS):
+        if max_open_shards < 1:
+            raise ValueError(f"max_open_shards must be at least 1, got {max_open_shards}")
         self.root = Path(root)
-        index = self.root / INDEX
-        if not index.is_file():
-            raise FommError(f"{index}: shard index not found; run fomm shard first")
-        names = [f.name for f in fields(ClipEntry)]
-        table = pq.read_table(index)
-        missing = [n for n in names if n not in table.column_names]
-        if missing:
-            raise FommError(f"{index}: missing column(s) {', '.join(missing)}; rerun fomm shard")
-        self.clips: list[ClipEntry] = [ClipEntry(**row) for row in table.select(names).to_pylist()]
-        for clip in self.clips:
-            for rel in (clip.shard, clip.features):
-                if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-                    raise FommError(f"{index}: clip {clip.clip_id} has unsafe path {rel!r}; rerun fomm shard")
-        self.by_id: dict[str, ClipEntry] = {c.clip_id: c for c in self.clips}
-        self.row_groups_read = 0  # instrumentation: how many row groups were read by this process
-        self._files: dict[str, _ShardFile] = {}
+        self.index = ClipIndex.open(self.root)
+        self.max_open_shards = int(max_open_shards)
+        self.frames_read = 0  # instrumentation: encoded frames read by this process
+        self.shards_opened = 0  # instrumentation: shard files opened by this process
+        self._open: OrderedDict[str, ShardFile] = OrderedDict()
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_files"] = {}  # open files never travel to another process
+        state["_open"] = OrderedDict()  # descriptors never travel to another process
         return state
 
-    def select(self, partition: str | None = None) -> list[ClipEntry]:
-        return [c for c in self.clips if partition is None or c.partition == partition]
+    @property
+    def clips(self) -> ClipSeq:
+        """Every clip, in index order."""
+        return ClipSeq(self.index, self.index.partition_rows(None))
+
+    def select(self, partition: str | None = None) -> ClipSeq:
+        return ClipSeq(self.index, self.index.partition_rows(partition))
 
     def clip(self, clip_id: str) -> ClipEntry:
-        try:
-            return self.by_id[clip_id]
-        except KeyError:
-            raise FommError(f"clip {clip_id!r} is not in {self.root / INDEX}") from None
+        row = self.index.find(clip_id)
+        if row is None:
+            raise FommError(f"clip {clip_id!r} is not in {self.root / INDEX}")
+        return self.index.entry(row)
 
-    def _file(self, shard: str) -> _ShardFile:
-        if os.getpid() != self._pid:  # forked: reopen rather than share parent's handles
-            self._files = {}
+    def _entry(self, clip: ClipEntry | str) -> ClipEntry:
+        return self.clip(clip) if isinstance(clip, str) else clip
+
+    def _shard(self, rel: str) -> ShardFile:
+        """The open shard ``rel``; opens it, closing the least recently used one beyond the cap."""
+        if os.getpid() != self._pid:  # a forked child: its copies of the parent's descriptors
+            for shard in self._open.values():
+                shard.close()
+            self._open = OrderedDict()
             self._pid = os.getpid()
-        handle = self._files.get(shard)
-        if handle is None:
-            handle = self._files[shard] = _ShardFile(self.root / shard)
-        return handle
+        shard = self._open.get(rel)
+        if shard is not None:
+            self._open.move_to_end(rel)
+            return shard
+        shard = ShardFile(self.root / rel, label=str(self.root / rel))
+        self.shards_opened += 1
+        self._open[rel] = shard
+        while len(self._open) > self.max_open_shards:
+            self._open.popitem(last=False)[1].close()
+        return shard
 
-    def _read_group(self, shard: _ShardFile, group: int) -> pa.BinaryArray:
-        self.row_groups_read += 1
-        table = shard.file.read_row_group(group, columns=["image"], use_threads=False)
-        column = table.column(0)  # one chunk per row group: skip combine_chunks' copy
-        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    @property
+    def open_shards(self) -> int:
+        return len(self._open)
 
-    def read_images(self, clip: ClipEntry | str, frames: Sequence[int]) -> list[pa.Buffer]:
-        """Encoded image bytes of ``frames`` of a clip, reading each needed row group once."""
-        entry = self.clip(clip) if isinstance(clip, str) else clip
-        shard = self._file(entry.shard)
-        wanted: dict[int, list[tuple[int, int]]] = {}
-        for pos, frame in enumerate(frames):
+    def close(self) -> None:
+        """Close every open shard (they reopen on the next read)."""
+        while self._open:
+            self._open.popitem()[1].close()
+
+    def _rows(self, entry: ClipEntry, frames: Sequence[int]) -> list[int]:
+        rows = []
+        for frame in frames:
             frame = int(frame)
             if not 0 <= frame < entry.num_frames:
                 raise IndexError(f"frame {frame} outside clip {entry.clip_id} ({entry.num_frames} frames)")
-            group, offset = shard.locate(entry.row_start + frame)
-            wanted.setdefault(group, []).append((pos, offset))
-        out: list[pa.Buffer | None] = [None] * len(frames)
-        for group, items in wanted.items():
-            images = self._read_group(shard, group)
-            for pos, offset in items:
-                out[pos] = images[offset].as_buffer()
-        return out  # type: ignore[return-value]
+            rows.append(entry.row_start + frame)
+        return rows
+
+    def read_images(self, clip: ClipEntry | str, frames: Sequence[int]) -> list[bytes]:
+        """Encoded image bytes of ``frames`` of a clip."""
+        entry = self._entry(clip)
+        images = self._shard(entry.shard).read(self._rows(entry, frames))
+        self.frames_read += len(images)
+        return images
 
     def read_frames(self, clip: ClipEntry | str, frames: Sequence[int]) -> list[np.ndarray]:
-        """RGB uint8 (H, W, 3) arrays of the given frames; only their row groups are read."""
+        """RGB uint8 (H, W, 3) arrays of the given frames; only those frames are read."""
         return [decode_image(buf) for buf in self.read_images(clip, frames)]
 
+    def read_row_frames(self, row: int, frames: Sequence[int]) -> list[np.ndarray]:
+        """:meth:`read_frames` by index row, without building a :class:`ClipEntry` (the hot path)."""
+        index = self.index
+        start, count = int(index.row_start[row]), int(index.num_frames[row])
+        rows = []
+        for frame in frames:
+            if not 0 <= int(frame) < count:
+                raise IndexError(f"frame {frame} outside clip {index.clip_id(row)} ({count} frames)")
+            rows.append(start + int(frame))
+        images = self._shard(index.shard(row)).read(rows)
+        self.frames_read += len(images)
+        return [decode_image(buf) for buf in images]
+
     def iter_frames(self, clip: ClipEntry | str, batch: int = 32) -> Iterator[np.ndarray]:
-        """A clip's frames in order as (B, H, W, 3) uint8 arrays, one row group read at a time."""
-        entry = self.clip(clip) if isinstance(clip, str) else clip
-        shard = self._file(entry.shard)
-        pending: list[np.ndarray] = []
-        row = entry.row_start
-        while row < entry.row_end:
-            group, offset = shard.locate(row)
-            images = self._read_group(shard, group)
-            take = min(len(images) - offset, entry.row_end - row)
-            for k in range(offset, offset + take):
-                pending.append(decode_image(images[k].as_buffer()))
-                if len(pending) == batch:
-                    yield np.stack(pending)
-                    pending = []
-            row += take
-        if pending:
-            yield np.stack(pending)
+        """A clip's frames in order as (B, H, W, 3) uint8 arrays, one read per batch."""
+        entry = self._entry(clip)
+        for first in range(0, entry.num_frames, batch):
+            count = min(batch, entry.num_frames - first)
+            images = self._shard(entry.shard).read_span(entry.row_start + first, count)
+            self.frames_read += len(images)
+            yield np.stack([decode_image(buf) for buf in images])
 
     def load_features(self, clip: ClipEntry | str) -> dict[str, np.ndarray]:
         """The clip's NPZ (audio, log-mel, ground truth when present) as a dict of arrays."""
-        entry = self.clip(clip) if isinstance(clip, str) else clip
+        entry = self._entry(clip)
         path = self.root / entry.features
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except FileNotFoundError:
+            raise FommError(f"{path}: features of clip {entry.clip_id} missing; re-run `dvc repro shard`") from None

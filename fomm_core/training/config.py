@@ -29,6 +29,7 @@ class TrainConfig:
     scheduler_milestones: list[int] = field(default_factory=lambda: [60, 90])
     scheduler_gamma: float = 0.1
     num_workers: int = 2
+    max_open_shards: int = 64  # shard files each loader process keeps open (LRU); x workers x ranks
     seed: int = 0
     frame_size: int = 256  # frames are resized (antialiased) when the shards hold another size
     partition: str = "train"
@@ -51,7 +52,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("epochs", "num_repeats", "batch_size", "frame_size", "checkpoint_every",
-                     "log_every", "image_log_every", "accumulate_steps"):
+                     "log_every", "image_log_every", "accumulate_steps", "max_open_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr_generator", "lr_discriminator", "lr_kp_detector"):

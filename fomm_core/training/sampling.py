@@ -32,10 +32,16 @@ class SeededItems(Dataset):
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers hold their own copy of this object,
+        # and must still see the epoch the main process sets.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]

@@ -156,7 +156,8 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.config
-        base = FramePairDataset(self.shards, partition=cfg.partition, augment=cfg.augment, id_sampling=cfg.id_sampling)
+        base = FramePairDataset(self.shards, partition=cfg.partition, augment=cfg.augment, id_sampling=cfg.id_sampling,
+                                max_open_shards=cfg.max_open_shards)
         self.shards_sha256 = shards_fingerprint(self.shards)
         self.dataset = SeededItems(DatasetRepeater(base, cfg.num_repeats), cfg.seed)
         self.sampler = ResumableSampler(self.dataset, self.info.world_size, self.info.rank, cfg.seed)
@@ -170,7 +171,7 @@ class Trainer:
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.num_workers,
             drop_last=True, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=False,
+            persistent_workers=cfg.num_workers > 0,  # no re-fork (and index re-map) every epoch
         )
 
     def _build_models(self) -> None:

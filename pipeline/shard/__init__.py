@@ -1,1 +1,1 @@
-"""The shard stage: clip mp4s to Parquet frame shards, an index, and per-clip feature NPZs."""
+"""The shard stage: clip mp4s to frame shards, per-clip feature NPZs, and the clip index."""

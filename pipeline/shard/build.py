@@ -1,138 +1,321 @@
-"""The shard stage's work: clips in manifest order to shards, index and feature NPZs.
+"""The shard stage's work: encode clips in parallel, assemble shards in order, publish the index.
 
-Clips are processed one at a time and frames streamed, so memory does not depend on the
-number or length of clips. Everything written is a function of the input alone (sorted
-clips, no timestamps), so a rerun produces byte-identical files.
+Clips are encoded by a pool of processes, each clip to its own spill (``.spill/{clip_id}``, a
+one-clip shard file). The main process assembles a shard as soon as all its clips are spilled
+(kernel copy of the frame bytes, then rename) and deletes the spills. So the output folder is
+written in place, a re-run keeps finished shards and spills whose key still matches
+(:mod:`.plan`) and redoes only the clips that were being encoded, and at most a few shards'
+worth of spills exist at once. ``index.parquet`` is published last, after every shard of the
+plan is finished; until then the folder has no index and readers refuse it.
+
+Output bytes are a function of the input alone (the plan ignores timing, worker count and
+``--part``), so a rerun or a differently split run writes byte-identical files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from fomm_core import audio
+from fomm_core.atomic import atomic_path
+from fomm_core.clip_index import COMPACT_INDEX, FEATURES_SUBDIR, INDEX, INDEX_SCHEMA, features_path, write_index
 from fomm_core.errors import FommError
-from pipeline.ids import safe_join
+from fomm_core.shard_file import SUFFIX, ShardFile, ShardFileWriter, read_clip_table
 
-from .encode import ImageCodec
-from .features import CropGeometry, GroundTruthSource, audio_features, map_groundtruth, write_npz
-from .frames import iter_frames, probe
-from .manifest import ClipRow, read_manifest
-from .writer import ShardWriter, SpilledClip
+from .clip import ClipTask, encode_clip
+from .config import ShardConfig
+from .manifest import Manifest
+from .plan import SHARDS_SUBDIR, SPILL_SUBDIR, Job, Part, clip_key, code_version, plan_jobs, shard_key
+from .workers import worker_pool
 
-INDEX = "index.parquet"
-FEATURES_SUBDIR = "features"
-INDEX_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("person_id", pa.string()), ("video_id", pa.string()),
-    ("partition", pa.string()), ("shard", pa.string()), ("row_start", pa.int64()),
-    ("row_end", pa.int64()), ("num_frames", pa.int32()), ("fps", pa.float64()),
-    ("image_format", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
-    ("features", pa.string()), ("has_groundtruth", pa.bool_()),
-])
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    max_shard_bytes: int
-    row_group_frames: int
-    codec: ImageCodec
-    encode_threads: int = 1
+# Shards whose clips may be submitted before the earliest unfinished one is assembled: keeps
+# every worker busy across shard boundaries while bounding the spills on disk.
+OPEN_SHARDS_AHEAD = 2
 
 
 @dataclass
-class BuildResult:
+class ShardResult:
     clips: int = 0
     frames: int = 0
     shards: int = 0
     bytes: int = 0
-    skipped: int = 0
+    skipped: int = 0  # manifest rows whose status is not ok
+    encoded: int = 0  # clips encoded by this run
+    reused: int = 0  # clips kept from an earlier run (finished shard or spill)
     with_groundtruth: int = 0
+    missing: int = 0  # shards of the plan not finished (other parts still running)
+    published: bool = False
     seconds: float = 0.0
-    index_rows: list[dict] = field(default_factory=list, repr=False)
 
 
-def _encoded(frames: Iterator[np.ndarray], encode: Callable[[np.ndarray], bytes],
-             pool: ThreadPoolExecutor | None, batch: int) -> Iterator[bytes]:
-    """Encoded frames in order; with a pool, a bounded batch is encoded in parallel."""
-    if pool is None:
-        for frame in frames:
-            yield encode(frame)
+@dataclass
+class _Context:
+    config: ShardConfig
+    manifest: Manifest
+    out: Path
+    groundtruth: Path | None
+    code: str
+    result: ShardResult
+    advance: Callable[[int], None]
+
+    unpublished: bool = False
+    shard_keys: dict[int, str] = field(default_factory=dict)  # computed once per run
+
+    def spill_path(self, clip_id: str) -> Path:
+        return self.out / SPILL_SUBDIR / f"{clip_id}{SUFFIX}"  # ids and partitions are validated names
+
+    def unpublish(self) -> None:
+        """Shards are about to change: take the index away first, so no reader mixes old and new."""
+        if not self.unpublished:
+            (self.out / INDEX).unlink(missing_ok=True)
+            (self.out / COMPACT_INDEX).unlink(missing_ok=True)
+            self.unpublished = True
+
+
+@dataclass
+class _Shard:
+    """A shard being built: its clips, their keys, and how many are spilled."""
+
+    job: Job
+    clip_ids: list[str]
+    key: str
+    spilled: int = 0
+    tasks: list[ClipTask] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.spilled == len(self.clip_ids)
+
+
+def _plan_shard(ctx: _Context, job: Job) -> tuple[list[ClipTask], str]:
+    clips = ctx.manifest.rows(job.first, job.count)
+    tasks = []
+    for clip in clips:
+        rel = features_path(clip.partition, clip.clip_id)
+        tasks.append(ClipTask(
+            clip=clip, key=clip_key(clip, ctx.manifest.clips_dir, ctx.groundtruth, ctx.config, ctx.code),
+            where=clip.where(ctx.manifest.clips_dir), spill=ctx.spill_path(clip.clip_id),
+            features=ctx.spill_path(clip.clip_id).with_suffix(".npz"),
+            features_rel=rel, groundtruth=ctx.groundtruth, config=ctx.config,
+        ))
+    key = ctx.shard_keys[job.number] = shard_key([t.key for t in tasks])
+    return tasks, key
+
+
+def _finished(path: Path, key: str) -> bool:
+    table = read_clip_table(path)
+    return table is not None and table.get("key") == key
+
+
+def _assemble(ctx: _Context, shard: _Shard) -> None:
+    """Move the shard's NPZs into features/, concatenate its spills (in plan order) into the shard
+    file, then drop the spills. Until the first assembly a failed run leaves the old output as it was.
+
+    Crash-safe in this order: a spill whose NPZ was already moved still counts as finished
+    (its key matches), and the move is simply not repeated.
+    """
+    ctx.unpublish()
+    for task in shard.tasks:
+        if task.features.exists():
+            target = ctx.out / task.features_rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(task.features, target)
+    final = ctx.out / shard.job.name
+    rows: list[dict] = []
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as sink:
+            writer = ShardFileWriter(sink)
+            for clip_id in shard.clip_ids:
+                with ShardFile(ctx.spill_path(clip_id)) as spill:
+                    (row,) = spill.clips()["clips"]
+                    start = writer.num_frames
+                    writer.copy_frames(spill)
+                row.update(shard=shard.job.name, row_start=start, row_end=writer.num_frames)
+                rows.append(row)
+            writer.finish(shard.key, rows)
+            sink.flush()
+            os.fsync(sink.fileno())
+    for clip_id in shard.clip_ids:
+        ctx.spill_path(clip_id).unlink(missing_ok=True)
+
+
+def _build(ctx: _Context, jobs: list[Job]) -> None:
+    """Encode and assemble ``jobs`` (in order), keeping finished shards and spills."""
+    pending_jobs: Iterator[Job] = iter(jobs)
+    open_shards: deque[_Shard] = deque()
+    queue: deque[tuple[_Shard, ClipTask]] = deque()
+    in_flight: dict[Future, _Shard] = {}
+    jobs_left = True
+    workers = ctx.config.worker_count()
+    with worker_pool(workers) as pool:
+        while True:
+            # Pull shards until enough clips are queued to keep every worker busy.
+            while jobs_left and len(queue) < 2 * workers and len(open_shards) <= OPEN_SHARDS_AHEAD:
+                job = next(pending_jobs, None)
+                if job is None:
+                    jobs_left = False
+                    break
+                tasks, key = _plan_shard(ctx, job)
+                if _finished(ctx.out / job.name, key):
+                    ctx.result.reused += len(tasks)
+                    ctx.advance(len(tasks))
+                    continue
+                shard = _Shard(job, [t.clip.clip_id for t in tasks], key, tasks=tasks)
+                open_shards.append(shard)
+                for task in tasks:
+                    if _finished(task.spill, task.key):
+                        shard.spilled += 1
+                        ctx.result.reused += 1
+                        ctx.advance(1)
+                    else:
+                        queue.append((shard, task))
+            while queue and len(in_flight) < 2 * workers:
+                shard, task = queue.popleft()
+                in_flight[pool.submit(encode_clip, task)] = shard
+            while open_shards and open_shards[0].complete:
+                _assemble(ctx, open_shards.popleft())
+            if not in_flight:
+                if not queue and not open_shards and not jobs_left:
+                    return
+                continue
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                shard = in_flight.pop(future)
+                future.result()  # a worker's FommError stops the run here (finished work is kept)
+                shard.spilled += 1
+                ctx.result.encoded += 1
+                ctx.advance(1)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove_stale(ctx: _Context, jobs: list[Job], index: pa.Table) -> None:
+    """Shards, spills and features of an earlier plan that the new index no longer lists."""
+    planned = {job.name.split("/", 1)[1] for job in jobs}
+    shard_dir = ctx.out / SHARDS_SUBDIR
+    for entry in os.scandir(shard_dir) if shard_dir.is_dir() else ():
+        if entry.is_file() and entry.name.startswith("shard-") and entry.name.endswith((SUFFIX, ".parquet")) \
+                and entry.name not in planned:  # (.parquet: shards of the format before this one)
+            _unlink(entry.path)
+    spill_dir = ctx.out / SPILL_SUBDIR
+    if spill_dir.is_dir():
+        for entry in os.scandir(spill_dir):
+            if entry.is_file() and entry.name.endswith((SUFFIX, ".npz")):
+                _unlink(entry.path)  # another part may be removing its own right now
+        try:
+            spill_dir.rmdir()
+        except OSError:  # another part's temporaries still there
+            pass
+    features = ctx.out / FEATURES_SUBDIR
+    if not features.is_dir():
         return
-    pending: list[np.ndarray] = []
-    for frame in frames:
-        pending.append(frame)
-        if len(pending) == batch:
-            yield from pool.map(encode, pending)
-            pending = []
-    if pending:
-        yield from pool.map(encode, pending)
+    for partition in os.scandir(features):
+        if not partition.is_dir():
+            continue
+        names = [e.name for e in os.scandir(partition.path) if e.is_file() and e.name.endswith(".npz")]
+        if not names:
+            continue
+        wanted = pc.binary_join_element_wise(
+            index.filter(pc.equal(index["partition"], partition.name))["clip_id"], "npz", ".")
+        keep = pc.is_in(pa.array(names, pa.string()), value_set=wanted.combine_chunks()).to_pylist()
+        for name, kept in zip(names, keep):
+            if not kept:
+                _unlink(os.path.join(partition.path, name))
 
 
-def list_clips(clips_dir: Path) -> tuple[list[ClipRow], int]:
-    return read_manifest(clips_dir)
+def _publish(ctx: _Context, jobs: list[Job], must: bool) -> None:
+    """Check every shard of the plan and write the index; with ``must``, missing shards are an error."""
+    tables, missing, result = [], [], ctx.result
+    for job in jobs:
+        key = ctx.shard_keys.get(job.number) or _plan_shard(ctx, job)[1]
+        path = ctx.out / job.name
+        table = read_clip_table(path)
+        if table is None or table.get("key") != key:
+            missing.append(job.name)
+            continue
+        tables.append(pa.Table.from_pylist(table["clips"], schema=INDEX_SCHEMA))
+        result.bytes += path.stat().st_size
+    if missing:
+        result.missing = len(missing)
+        if must:
+            raise FommError(
+                f"{ctx.out}: {len(missing)} of {len(jobs)} shards are missing or were made from other input "
+                f"(first: {missing[0]}); run the parts that own them (fomm shard --part K/N) before --merge")
+        return
+    index = pa.concat_tables(tables)
+    _remove_stale(ctx, jobs, index)
+    write_index(ctx.out, index)
+    result.published = True
+    result.shards = len(jobs)
+    result.clips = len(index)
+    result.frames = pc.sum(index["num_frames"]).as_py() or 0
+    result.with_groundtruth = pc.sum(index["has_groundtruth"].cast(pa.int64())).as_py() or 0
 
 
-def build(clips: list[ClipRow], skipped: int, out_dir: Path, options: BuildOptions,
-          groundtruth_dir: Path | None = None,
-          advance: Callable[[], None] | None = None) -> BuildResult:
-    """Write ``out_dir/{shards,features,index.parquet}`` for ``clips`` (already sorted)."""
+def _all_present(out: Path, jobs: list[Job]) -> bool:
+    shard_dir = out / SHARDS_SUBDIR
+    present = {e.name for e in os.scandir(shard_dir)} if shard_dir.is_dir() else set()
+    return all(job.name.split("/", 1)[1] in present for job in jobs)
+
+
+@dataclass
+class ShardPlan:
+    """The whole plan and the shards this run does (``part``), checked before anything is written."""
+
+    manifest: Manifest
+    jobs: list[Job]
+    mine: list[Job]
+    part: Part | None
+    merge: bool
+
+    @property
+    def clips(self) -> int:
+        return sum(job.count for job in self.mine)
+
+
+def plan_run(config: ShardConfig, clips_dir: Path, part: Part | None = None, merge: bool = False) -> ShardPlan:
+    """Read and check the manifest, and check the files of this run's clips exist (fail before writing)."""
+    manifest = Manifest(clips_dir)
+    if not len(manifest):
+        raise FommError(f"{clips_dir / 'manifest.parquet'}: no clips with status ok; check fomm crop's output")
+    jobs = plan_jobs(manifest.frame_counts(), config.frames_per_shard)
+    mine = [] if merge else [job for job in jobs if part is None or part.owns(job.number)]
+    for job in mine:
+        manifest.rows(job.first, job.count)
+    return ShardPlan(manifest, jobs, mine, part, merge)
+
+
+def shard_clips(plan: ShardPlan, config: ShardConfig, out: Path, groundtruth: Path | None,
+                advance: Callable[[int], None] | None = None) -> ShardResult:
+    """Shard ``plan.mine`` into ``out`` (claimed by the caller) and publish the index when whole.
+
+    The index is published by whichever run finds every shard of the plan finished (or by
+    ``plan.merge``, which encodes nothing).
+    """
     started = time.perf_counter()
-    result = BuildResult(skipped=skipped)
-    gt_source = GroundTruthSource(groundtruth_dir) if groundtruth_dir is not None else None
-    encode = options.codec.encoder()
-    threads = max(1, options.encode_threads)
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        with ShardWriter(out_dir, options.max_shard_bytes, options.row_group_frames) as writer:
-            for clip in clips:
-                info = probe(clip.video)
-                with SpilledClip(out_dir) as spill:
-                    for image in _encoded(iter_frames(clip.video, info), encode, pool, 4 * threads):
-                        spill.add(image)
-                    if spill.num_frames == 0:
-                        raise FommError(f"{clip.video}: no frames decoded; rerun fomm crop")
-                    placement = writer.add_clip(clip.clip_id, spill)
-                    num_frames = spill.num_frames
-                fps = clip.fps if clip.fps > 0 else 25.0
-                arrays = audio_features(clip.audio, int(round(num_frames * audio.SAMPLE_RATE / fps)))
-                has_gt = False
-                if gt_source is not None:
-                    gt = gt_source.load(clip.video_id)
-                    if gt is not None:
-                        geo = CropGeometry(clip.start, clip.fps, clip.crop_left, clip.crop_top,
-                                           clip.crop_right, clip.crop_bottom, clip.src_width,
-                                           clip.src_height, info.width, info.height)
-                        arrays.update(map_groundtruth(gt, geo, num_frames, f"clip {clip.clip_id}"))
-                        has_gt = True
-                features_rel = f"{FEATURES_SUBDIR}/{clip.partition}/{clip.clip_id}.npz"
-                write_npz(safe_join(out_dir, FEATURES_SUBDIR, clip.partition, f"{clip.clip_id}.npz"), arrays)
-                result.index_rows.append({
-                    "clip_id": clip.clip_id, "person_id": clip.person_id, "video_id": clip.video_id,
-                    "partition": clip.partition, "shard": placement.shard,
-                    "row_start": placement.row_start, "row_end": placement.row_end,
-                    "num_frames": num_frames, "fps": clip.fps,
-                    "image_format": options.codec.image_format,
-                    "height": info.height, "width": info.width,
-                    "features": features_rel, "has_groundtruth": has_gt,
-                })
-                result.clips += 1
-                result.frames += num_frames
-                result.with_groundtruth += int(has_gt)
-                if advance is not None:
-                    advance()
-        result.shards = len(writer.shards)
-        result.bytes = writer.total_bytes
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    table = pa.Table.from_pylist(result.index_rows, schema=INDEX_SCHEMA)
-    pq.write_table(table, out_dir / INDEX, compression="zstd")
+    result = ShardResult(skipped=plan.manifest.skipped)
+    ctx = _Context(config, plan.manifest, Path(out), groundtruth, code_version(), result, advance or (lambda n: None))
+    (ctx.out / SHARDS_SUBDIR).mkdir(parents=True, exist_ok=True)
+    if plan.mine:
+        _build(ctx, plan.mine)
+    whole = plan.merge or plan.part is None
+    if whole or _all_present(ctx.out, plan.jobs):
+        _publish(ctx, plan.jobs, must=whole)
+    if not result.published:
+        result.missing = result.missing or sum(1 for job in plan.jobs if not (ctx.out / job.name).exists())
+        result.shards = len(plan.mine)
+        result.clips = plan.clips
     result.seconds = time.perf_counter() - started
     return result

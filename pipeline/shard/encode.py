@@ -1,15 +1,14 @@
-"""Frame image encoding: lossless PNG (with a zlib level) or JPEG (with a quality).
+"""Frame image encoding for the shards: JPEG (default), lossless PNG, or WebP.
 
+JPEG through OpenCV's libjpeg-turbo decodes fastest of the lossy codecs measured
+(``bench/shard_codecs.py``); 4:4:4 sampling keeps the chroma detail 4:2:0 would halve.
 PNG level 0 is stored uncompressed (deflate "stored" blocks), so its scanlines are written
-unfiltered: a filter cannot make stored data smaller, and undoing it (OpenCV's default
-adaptive filtering picks Paeth/Sub/Up per row) more than doubles the decode time
-(measured: ~0.37 ms vs ~0.16 ms per 256x256 RGB frame; see bench/loader.py).
-Levels 1..9 keep libpng's adaptive filters, which is what makes them smaller.
+unfiltered: a filter cannot make stored data smaller, and undoing it more than doubles the
+decode time. Levels 1..9 keep libpng's adaptive filters, which is what makes them smaller.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import cv2
@@ -17,36 +16,41 @@ import numpy as np
 
 from fomm_core.errors import FommError
 
+from .config import ShardConfig
+
 # OpenCV >= 4.10 exposes the PNG row filter; older builds fall back to their default.
 _PNG_FILTER = getattr(cv2, "IMWRITE_PNG_FILTER", None)
 _PNG_FILTER_NONE = getattr(cv2, "IMWRITE_PNG_FILTER_NONE", None)
+_JPEG_SAMPLING = {444: getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444", None),
+                  420: getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_420", None)}
 
 
-@dataclass(frozen=True)
-class ImageCodec:
-    """How frames are stored; ``encode`` takes BGR uint8 (H, W, 3) and returns file bytes."""
+def imencode_args(config: ShardConfig) -> tuple[str, list[int]]:
+    """``(extension, params)`` for ``cv2.imencode``."""
+    if config.image_format == "png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(config.png_compression)]
+        if int(config.png_compression) == 0 and _PNG_FILTER is not None and _PNG_FILTER_NONE is not None:
+            params += [_PNG_FILTER, _PNG_FILTER_NONE]
+        return ".png", params
+    if config.image_format == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(config.jpeg_quality)]
+        sampling = _JPEG_SAMPLING.get(int(config.jpeg_subsampling))
+        if sampling is not None:  # OpenCV < 4.7 always writes 4:2:0
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]
+        return ".jpg", params
+    if config.image_format == "webp":
+        return ".webp", [cv2.IMWRITE_WEBP_QUALITY, int(config.webp_quality)]
+    raise FommError(f"image_format {config.image_format!r}: expected jpeg, png or webp")
 
-    image_format: str
-    jpeg_quality: int = 95
-    png_compression: int = 1
 
-    def params(self) -> tuple[str, list[int]]:
-        if self.image_format == "png":
-            params = [cv2.IMWRITE_PNG_COMPRESSION, int(self.png_compression)]
-            if int(self.png_compression) == 0 and _PNG_FILTER is not None and _PNG_FILTER_NONE is not None:
-                params += [_PNG_FILTER, _PNG_FILTER_NONE]
-            return ".png", params
-        if self.image_format == "jpeg":
-            return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)]
-        raise FommError(f"image_format {self.image_format!r}: expected png or jpeg")
+def encoder(config: ShardConfig) -> Callable[[np.ndarray], bytes]:
+    """A function from a BGR uint8 (H, W, 3) frame to its encoded bytes."""
+    ext, params = imencode_args(config)
 
-    def encoder(self) -> Callable[[np.ndarray], bytes]:
-        ext, params = self.params()
+    def encode(frame: np.ndarray) -> bytes:
+        ok, buf = cv2.imencode(ext, frame, params)
+        if not ok:
+            raise FommError(f"could not encode a {frame.shape} frame as {config.image_format}")
+        return buf.tobytes()
 
-        def encode(frame: np.ndarray) -> bytes:
-            ok, buf = cv2.imencode(ext, frame, params)
-            if not ok:
-                raise FommError(f"could not encode a {frame.shape} frame as {self.image_format}")
-            return buf.tobytes()
-
-        return encode
+    return encode

@@ -7,6 +7,7 @@ so the same input gives byte-identical files.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,18 +39,28 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 zf.writestr(info, buf.getvalue())
 
 
-def audio_features(wav: Path | None, length: int | None = None) -> dict[str, np.ndarray]:
+def audio_features(wav: Path | None, length: int | None = None, slack: int = 0,
+                   where: str = "") -> dict[str, np.ndarray]:
     """Audio resampled to 16 kHz mono and its log-mel features; empty arrays without audio.
 
-    With ``length``, the audio is cut or zero-padded to exactly that many samples (the
-    video's duration), so feature frames ``4k..4k+3`` always exist for video frame ``k``.
+    With ``length``, the audio is cut to exactly that many samples (the video's duration), so
+    feature frames ``4k..4k+3`` always exist for video frame ``k``. Audio shorter than that by
+    more than ``slack`` samples (one video frame) is an error naming ``where``: zero-padding
+    would teach the talker silence for speech. Less is padded (rounding at the clip's end).
     """
     if wav is None:
         samples = np.zeros(0, dtype=np.float32)
     else:
-        samples, rate = audio.read_wav(wav)
+        with warnings.catch_warnings(record=True) as caught:  # scipy warns on truncated files
+            warnings.simplefilter("always")
+            samples, rate = audio.read_wav(wav)
         if rate != audio.SAMPLE_RATE:
             samples = audio.resample(samples, rate, audio.SAMPLE_RATE)
+        if length is not None and len(samples) < length - slack:
+            hint = f" ({caught[0].message})" if caught else ""
+            raise FommError(
+                f"{where}: audio {wav} has {len(samples) / audio.SAMPLE_RATE:.2f} s{hint} but the clip's frames "
+                f"need {length / audio.SAMPLE_RATE:.2f} s; re-crop it (fomm crop) or remove it from the manifest")
         if length is not None and len(samples) != length:
             samples = np.pad(samples[:length], (0, max(0, length - len(samples))))
     return {

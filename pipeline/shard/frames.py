@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 
 from fomm_core.errors import FommError
+from fomm_core.tool_paths import tool_arg
+from pipeline.lifecycle import child_preexec
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class VideoInfo:
 def probe(path: Path) -> VideoInfo:
     """Width and height of the first video stream."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0",
-           "-show_entries", "stream=width,height", "-of", "json", str(path)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+           "-show_entries", "stream=width,height", "-of", "json", tool_arg(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=child_preexec)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise FommError(f"{path}: ffprobe failed ({last[-200:]}); rerun fomm crop")
@@ -41,11 +43,11 @@ def probe(path: Path) -> VideoInfo:
 def iter_frames(path: Path, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """Yield every decoded frame of ``path`` in order, as BGR uint8 arrays."""
     info = info or probe(path)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", tool_arg(path), "-map", "0:v:0",
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     frame_bytes = info.width * info.height * 3
     err_file = tempfile.TemporaryFile()  # a file, not a pipe: a chatty ffmpeg cannot block
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, preexec_fn=child_preexec)
     try:
         assert proc.stdout is not None
         while True:
