@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from fomm_core.atomic import write_text_atomic
+from pipeline.lifecycle import die_with_parent
 
 from .config import FPS, SynthConfig
 from .plan import VideoPlan, plan_videos
@@ -64,7 +65,7 @@ def synthesize(
             advance()
     else:
         # one x264 thread per video: the pool already keeps every core busy
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(_render_one, plan, cfg, str(work_dir), 1) for plan in plans]
             try:
                 for future in as_completed(futures):
