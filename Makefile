@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test bench clean-artifacts ffmpeg dvc-config
+.PHONY: setup run test bench clean-artifacts ffmpeg dvc-config dvc-remote
 
 setup: $(STAMP) ffmpeg dvc-config
 
@@ -28,10 +28,21 @@ ffmpeg:
 	fi
 
 # DVC must never try to phone home: the machines this runs on are offline.
+# A default remote, so `dvc push`/`dvc pull` work out of the box: a folder outside the
+# workspace, written to .dvc/config.local (never committed). A default remote you set
+# yourself (S3, GCS, SSH...: see the README) is left alone.
+DVC_REMOTE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vox-fomm/dvc-remote
 dvc-config: $(STAMP)
 	@test -d .dvc || dvc init --quiet
 	@dvc config core.analytics false
 	@dvc config core.check_update false
+	@$(MAKE) --no-print-directory dvc-remote
+
+dvc-remote:
+	@if ! dvc remote default >/dev/null 2>&1; then \
+	  mkdir -p "$(DVC_REMOTE)" && dvc remote add --local --default local "$(DVC_REMOTE)" && \
+	  echo "DVC remote 'local' (default): $(DVC_REMOTE)"; \
+	fi
 
 run: setup
 	dvc repro

@@ -26,3 +26,11 @@ def user_errors(func: F) -> F:
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def metrics_dir_option():
+    """``--metrics-dir``: where a stage writes the numbers DVC compares (see pipeline/metrics_file.py)."""
+    from pipeline.metrics_file import METRICS_DIR
+
+    return typer.Option(METRICS_DIR, "--metrics-dir",
+                        help="Git-tracked folder for this stage's DVC metrics and plot tables (numbers only).")

@@ -281,6 +281,21 @@ def test_file_urls_only_when_allowed(tmp_path, video_bytes):
     assert whole_video_path(out, vid("local")).read_bytes() == video_bytes
 
 
+def test_relative_urls_resolve_against_the_clips_table_and_stay_relative_in_the_report(tmp_path, video_bytes):
+    (tmp_path / "synth" / "videos").mkdir(parents=True)
+    (tmp_path / "synth" / "videos" / "local.mp4").write_bytes(video_bytes)
+    (tmp_path / "metadata").mkdir()
+    clips = write_clips(tmp_path / "metadata" / "clips.parquet",
+                        [{"video_id": vid("local"), "url": "../synth/videos/local.mp4", "start": 0, "end": 25}])
+    out = tmp_path / "videos"
+    with pytest.raises(FommError, match=r"row 0: file:// url '\.\./synth/videos/local\.mp4' refused"):
+        run_download(DownloadConfig(**FAST), clips, out, show_progress=False)
+    result = run_download(DownloadConfig(allow_file_urls=True, **FAST), clips, out, show_progress=False)
+    assert [(r.status, r.url) for r in result.rows] == [("ok", "../synth/videos/local.mp4")]
+    assert whole_video_path(out, vid("local")).read_bytes() == video_bytes
+    assert str(tmp_path) not in pd.read_parquet(out / "report.parquet").to_csv()
+
+
 # ---------------------------------------------------------------- the CLI
 
 

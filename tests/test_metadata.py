@@ -31,9 +31,10 @@ HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def frames_of(inputs, **config) -> tuple[pd.DataFrame, pd.DataFrame]:
+def frames_of(inputs, table_folder: Path | None = None, **config) -> tuple[pd.DataFrame, pd.DataFrame]:
     result = build([Path(p) for p in inputs], MetadataConfig(**config))
-    return clips_table(result.clips).to_pandas(), rejects_table(result.rejects).to_pandas()
+    folder = table_folder or Path(inputs[0]).parent
+    return clips_table(result.clips, folder).to_pandas(), rejects_table(result.rejects).to_pandas()
 
 
 def sample_frame() -> pd.DataFrame:
@@ -219,6 +220,17 @@ def test_min_frames_and_url_column(tmp_path):
     assert list(clips["url"]) == ["https://www.youtube.com/watch?v=abcdefghijk"]
     clips, _ = frames_of([path], min_frames=40)
     assert list(clips["url"]) == [f"file://{video}", "https://www.youtube.com/watch?v=abcdefghijk"]
+
+
+def test_relative_urls_are_kept_relative_to_the_clips_table(tmp_path):
+    """A url relative to the CSV is rewritten relative to the clips table: no absolute path in it."""
+    (tmp_path / "synth").mkdir()
+    path = tmp_path / "synth" / "vox.csv"
+    path.write_text(HEADER + ",url\n" + ",".join(variant(end="140")) + ",videos/abcdefghijk.mp4\n"
+                    + ",".join(variant(start="300", end="400")) + ",/etc/passwd\n")
+    clips, rejects = frames_of([path], table_folder=tmp_path / "metadata")
+    assert list(clips["url"]) == ["../synth/videos/abcdefghijk.mp4"]
+    assert list(rejects["reason"]) == ["malformed_row"]  # an absolute path is neither a URL nor relative
 
 
 def test_clip_ids_are_stable_and_unique(tmp_path):

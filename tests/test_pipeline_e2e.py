@@ -1,8 +1,11 @@
-"""End to end: `dvc repro` of the whole DAG on a tiny synthetic config in a temp git repo.
+"""End to end: `dvc repro` of the whole DAG on a tiny synthetic config in a temp git repo,
+then comparing runs the way DVC users do, in that same repo (the tests run in file order).
 
 Data stages at the real settings (fewer, shorter videos); FOMM and talker stages with tiny
 models and a few steps, so the test checks the wiring, not the learning (bench/ and the
-make run numbers do that).
+make run numbers do that). After the first test: a clone elsewhere reproduces the same
+dvc.lock, two commits give a `dvc metrics diff`, queued experiments show their metrics,
+`dvc plots show/diff` write HTML, and `dvc push` / `dvc pull` restore outputs in a fresh clone.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +76,14 @@ TINY_SYNTH = {
 }
 
 
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    env.pop("FOMM_MLFLOW_DIR", None)  # runs must land in the project's own artifacts/mlflow.db
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1", **GIT_IDENTITY)
+    for name in ("FOMM_MLFLOW_DIR", "DVC_ROOT", "XDG_CACHE_HOME"):
+        env.pop(name, None)  # runs must land in the project's own artifacts/mlflow.db
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -89,7 +98,8 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
     for name in ("pipeline", "fomm_core"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", "Makefile"):
+        shutil.copy(REPO / name, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (root / ".gitignore").write_text("/artifacts/\n")
     run(["git", "init", "-q"], root)
@@ -170,9 +180,25 @@ def test_repro_builds_everything_then_skips_then_reruns_only_downstream(project)
     from pipeline import tracking
 
     store = tracking.client(project / "artifacts")
-    experiment = store.get_experiment_by_name(tracking.EXPERIMENT)
-    kinds = {r.data.tags["fomm.kind"] for r in store.search_runs([experiment.experiment_id])}
-    assert kinds == {"train", "evaluate", "train-syncer", "train-talker", "evaluate-talker"}
+    kinds = {name: {r.data.tags["fomm.kind"] for r in store.search_runs([store.get_experiment_by_name(name).experiment_id])}
+             for name in ("fomm", "talker")}
+    assert kinds == {"fomm": {"train", "evaluate"}, "talker": {"train-syncer", "train-talker", "evaluate-talker"}}
+    [talker_run] = store.search_runs([store.get_experiment_by_name("talker").experiment_id],
+                                     "tags.`fomm.kind` = 'train-talker'")
+    assert talker_run.data.tags["fomm.registered_model"] == "models:/fomm-talker/1"
+    [talker_eval] = store.search_runs([store.get_experiment_by_name("talker").experiment_id],
+                                      "tags.`fomm.kind` = 'evaluate-talker'")
+    assert talker_eval.data.tags[tracking.PARENT_TAG] == talker_run.info.run_id
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(project / "artifacts"))
+    speaking = mlflow.pyfunc.load_model("models:/fomm-talker/1").predict(
+        {"image": np.full((80, 60, 3), 128, np.uint8), "audio": np.zeros(16000 // 5, np.float32)})
+    assert speaking.shape == (5, 64, 64, 3) and speaking.dtype == np.uint8  # 0.2 s at 25 fps
+    # DVC's numbers: text-free files in the git-tracked metrics/ folder.
+    for name in ("train", "evaluate", "syncer", "talker", "talker_eval"):
+        numbers = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert numbers and "checkpoint" not in numbers and "perceptual_backbone" not in numbers, name
 
     second = run(["dvc", "repro"], project)
     assert stages_run(second.stdout) == []
@@ -197,3 +223,134 @@ def ffprobe(path: Path) -> dict:
     result = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
                             capture_output=True, text=True, check=True)
     return {s["codec_type"]: s for s in json.loads(result.stdout)["streams"]}
+
+
+# ---------------------------------------------------------------- comparing runs (same project, in order)
+
+
+def commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "--allow-empty", "-m", message], project)
+
+
+def set_param(project: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_clone_elsewhere_reproduces_the_same_dvc_lock(project, tmp_path):
+    """No absolute path in any tracked file: the data stages rebuilt in another folder hash the same."""
+    commit(project, "pipeline reproduced")
+    assert "dvc.lock" in run(["git", "ls-files"], project).stdout
+    clone = tmp_path / "some" / "other" / "place"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    ran = stages_run(run(["dvc", "repro", "shard"], clone).stdout)
+    assert ran == DATA_STAGES
+    here, there = lock_hashes(project, DATA_STAGES), lock_hashes(clone, DATA_STAGES)
+    assert here.keys() == there.keys()
+    assert {k: v for k, v in there.items() if here[k] != v} == {}
+    assert str(project) not in (project / "dvc.lock").read_text()
+
+
+# Folders whose bytes change from run to run (not with the location): the download report's
+# timings and log. Everything made from them (crop, shard) must still hash the same.
+RUN_DEPENDENT = {"artifacts/videos"}
+
+
+def lock_hashes(project: Path, stages: list[str]) -> dict[tuple[str, str], str]:
+    """(stage, path) -> md5 of every dep and out of ``stages`` in dvc.lock, but RUN_DEPENDENT."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {(stage, entry["path"]): entry.get("md5") or entry.get("hash")
+            for stage in stages for kind in ("deps", "outs") for entry in lock[stage].get(kind, [])
+            if entry["path"] not in RUN_DEPENDENT}
+
+
+def test_metrics_and_params_diff_between_two_commits(project):
+    commit(project, "baseline")
+    set_param(project, "train", "lr_generator", 2e-3)
+    assert stages_run(run(["dvc", "repro", "evaluate"], project).stdout) == ["train", "evaluate"]
+    commit(project, "higher generator learning rate")
+    metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], project).stdout)
+    assert {"metrics/train.json", "metrics/evaluate.json"} <= metrics.keys()
+    for file, key in (("metrics/evaluate.json", "l1"), ("metrics/train.json", "losses.perceptual")):
+        change = metrics[file][key]
+        assert isinstance(change["old"], float) and isinstance(change["new"], float) and change["old"] != change["new"]
+    params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], project).stdout)
+    assert params["params.yaml"]["train.lr_generator"] == {"old": 0.0005, "new": 0.002, "diff": 0.0015}
+    shown = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], project).stdout  # the table a user reads
+    assert "metrics/evaluate.json" in shown and "l1" in shown
+
+
+def exp_rows(project: Path) -> dict[str, dict]:
+    """``dvc exp show --json``: experiment name -> its metrics files' numbers."""
+    rows = {}
+    for baseline in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout):
+        for exp in baseline.get("experiments") or []:
+            for revision in exp.get("revs") or []:
+                data = revision.get("data") or {}
+                metrics = {path: (content.get("data") or {}) for path, content in (data.get("metrics") or {}).items()}
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                rows[revision.get("name") or exp.get("name")] = {"metrics": metrics, "params": params}
+    return rows
+
+
+def test_queued_experiments_show_their_metrics_and_mlflow_runs(project):
+    for lr in (1e-4, 1e-3):
+        run(["dvc", "exp", "run", "--queue", "evaluate", "-S", f"train.lr_generator={lr}"], project)
+    run(["dvc", "queue", "start", "--jobs", "1"], project)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    run(["dvc", "queue", "stop"], project)  # no worker left behind
+    assert "Failed" not in status, status
+    rows = exp_rows(project)
+    done = {name: row for name, row in rows.items() if row["metrics"].get("metrics/evaluate.json")}
+    assert sorted(row["params"]["train"]["lr_generator"] for row in done.values()) == [1e-4, 1e-3], rows
+    for row in done.values():
+        assert row["metrics"]["metrics/evaluate.json"]["l1"] > 0 and row["metrics"]["metrics/train.json"]["steps"] > 0
+    from pipeline import tracking
+
+    store = tracking.client(project / "artifacts")  # DVC_ROOT: queued runs log to the project's own store
+    names = {r.info.run_name for r in store.search_runs([store.get_experiment_by_name("fomm").experiment_id])}
+    for name in done:
+        assert any(n.startswith(f"train {name} ") for n in names), (name, names)
+        assert f"evaluate {name} frame_size=64" in names
+    shown = run(["dvc", "exp", "show", "--only-changed"], project).stdout
+    assert "metrics/evaluate.json" in shown or "l1" in shown
+
+
+def test_plots_show_and_diff_render_html(project, tmp_path):
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "show")], project)
+    html = (tmp_path / "show" / "index.html").read_text()
+    clip = pd.read_csv(project / "metrics/evaluate_clips.tsv", sep="\t")["clip_id"].iloc[0]
+    assert "Talker synchrony" in html and "shuffled" in html and clip in html
+    assert "FOMM training losses" in html and "equivariance_value" in html  # the per-step loss curve
+    assert "Syncer training loss" in html and "Talker training losses" in html
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown.get("errors")  # every plot file found and every column in it
+    exps = [name for name, row in exp_rows(project).items() if row["metrics"].get("metrics/evaluate.json")]
+    run(["dvc", "plots", "diff", *exps, "-o", str(tmp_path / "diff")], project)
+    html = (tmp_path / "diff" / "index.html").read_text()
+    assert all(name in html for name in exps) and "Evaluation, L1 per test clip" in html
+
+
+def test_push_then_pull_in_a_fresh_clone_restores_the_outputs(project, tmp_path):
+    """`make dvc-remote` (what `make setup` runs) gives a default remote; push, then pull in a clone."""
+    remote = tmp_path / "remote"
+    made = run(["make", "--no-print-directory", "dvc-remote", f"DVC_REMOTE={remote}"], project).stdout
+    assert f"DVC remote 'local' (default): {remote}" in made
+    assert run(["make", "--no-print-directory", "dvc-remote", "DVC_REMOTE=/elsewhere"], project).stdout == ""
+    assert f"url = {remote}" in (project / ".dvc/config.local").read_text()  # a set default is left alone
+    assert "remote" not in run(["git", "status", "--porcelain"], project).stdout  # .dvc/config.local: not committed
+    run(["dvc", "push"], project)
+    clone = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["make", "--no-print-directory", "dvc-remote", f"DVC_REMOTE={remote}"], clone)
+    run(["dvc", "pull"], clone)
+    for output in ("artifacts/train/checkpoint.pt", "artifacts/shards/index.parquet", "artifacts/talker/talker.pt"):
+        assert (clone / output).read_bytes() == (project / output).read_bytes(), output
+    assert "up to date" in run(["dvc", "status", "evaluate"], clone).stdout

@@ -172,3 +172,13 @@ def test_find_crops_lists_tracks_and_writes_animate_commands(own):
     assert command[:2] == ["fomm", "animate"] and "--crop-box" in command
     left, top, right, bottom = map(int, command[command.index("--crop-box") + 1].split(","))
     assert right - left == bottom - top and left < 320 < right  # a square around bob's head (x ~ 320)
+
+
+def test_relative_urls_are_re_anchored_on_the_tubes_table(tmp_path):
+    """A url relative to the metadata table stays valid in the tubes table (pipeline/local_urls.py)."""
+    from pipeline.tubes.run import rebased_urls
+
+    urls = pd.Series(["../synth/videos/a.mp4", "https://www.youtube.com/watch?v=abcdefghijk", "../synth/videos/a.mp4"])
+    moved = rebased_urls(urls, tmp_path / "artifacts" / "metadata", tmp_path / "artifacts" / "tubes" / "sub")
+    assert list(moved) == ["../../synth/videos/a.mp4", "https://www.youtube.com/watch?v=abcdefghijk",
+                           "../../synth/videos/a.mp4"]

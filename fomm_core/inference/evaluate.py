@@ -52,6 +52,11 @@ class _Sums:
         self.totals["psnr"] += float(psnr_per_image(pred, target).sum())
         self.totals["ssim"] += float(ssim_per_image(pred, target).sum())
 
+    def merge(self, other: "_Sums") -> None:
+        self.frames += other.frames
+        for m in METRICS:
+            self.totals[m] += other.totals[m]
+
     def means(self, prefix: str = "") -> dict[str, float | None]:
         return {prefix + m: (self.totals[m] / self.frames if self.frames else None) for m in METRICS}
 
@@ -90,7 +95,8 @@ def evaluate_model(
     progress: Callable[[int], None] | None = None,
     face_backend: FaceBackend | None = None,
 ) -> dict[str, object]:
-    """Reconstruction metrics, the copy-source baseline and the landmark error as a flat dict.
+    """Reconstruction metrics, the copy-source baseline and the landmark error as a flat dict,
+    plus ``per_clip``: one ``{"clip_id", "frames", "l1", "baseline_l1", "psnr", "ssim"}`` per clip.
 
     ``dataset`` holds the test clips, ``train_dataset`` the clips the landmark regression is
     fitted on (None: landmark error skipped). ``progress`` is called with the number of
@@ -103,9 +109,11 @@ def evaluate_model(
     model, baseline = _Sums(), _Sums()
     faces, baseline_faces = FaceDistances(), FaceDistances()
     test_kp, test_gt = [], []
+    per_clip = []
     videos = 0
     for clip in clips:
         kp_values = []
+        clip_model, clip_baseline = _Sums(), _Sums()
         with contextlib.ExitStack() as stack:
             writer = None
             animator = None
@@ -128,8 +136,8 @@ def evaluate_model(
                 kp_values.append(kp["value"].float().cpu().numpy())
                 if len(frames) > start:
                     target = frames[start:]
-                    model.add(prediction[start:], target)
-                    baseline.add(source.expand_as(target), target)
+                    clip_model.add(prediction[start:], target)
+                    clip_baseline.add(source.expand_as(target), target)
                     if face_backend is not None:
                         if source_face is None:
                             source_face = describe(face_backend, list(to_uint8_frames(source)))[0]
@@ -141,6 +149,11 @@ def evaluate_model(
                     writer.write(to_uint8_frames(row))
                 if progress is not None:
                     progress(len(frames))
+        model.merge(clip_model)
+        baseline.merge(clip_baseline)
+        if clip_model.frames:
+            per_clip.append({"clip_id": clip.clip_id, "frames": clip_model.frames, **clip_model.means(),
+                             "baseline_l1": clip_baseline.means()["l1"]})
         if kp_values:
             values = np.concatenate(kp_values)
             gt = _gt_landmarks(dataset, clip, len(values))
@@ -158,6 +171,7 @@ def evaluate_model(
         baseline = baseline_faces.results("baseline_")
         result.update({k: baseline[k] for k in ("baseline_akd", "baseline_aed")})
         result["face_backend"] = face_backend.name
+    result["per_clip"] = per_clip
     return result
 
 

@@ -17,7 +17,7 @@ from .config import (SyncerConfig, TalkerEvalConfig, TalkerFommConfig, TalkerMod
 from .dataset import (KeypointStats, TalkerClip, TalkerClips, align_audio_to_video, audio_frames_per_video_frame,
                       compute_stats)
 from .discriminator import TemporalDiscriminator
-from .evaluation import MouthProbe, evaluate_talker, fit_mouth_probe
+from .evaluation import MouthProbe, evaluate_talker, evaluate_talker_with_offsets, fit_mouth_probe
 from .features import (extract_clip_keypoints, keypoints_path, kp_to_vector, load_clip_keypoints, save_clip_keypoints,
                        vector_to_kp)
 from .generator import Talker
@@ -32,7 +32,7 @@ __all__ = [
     "KeypointStats", "MouthProbe", "Recorded", "SpeechFeatures", "SyncerConfig", "Syncers", "Talker", "TalkerClip",
     "TalkerClips", "TalkerEvalConfig", "TalkerFommConfig", "TalkerModelConfig", "TalkerTrainConfig", "TemporalDiscriminator", "align_audio_to_video",
     "audio_features_from_wav", "audio_frames_per_video_frame", "check_compatible", "compute_stats", "estimate_offset",
-    "evaluate_talker", "extract_clip_keypoints", "fit_mouth_probe", "keypoints_path", "kp_to_vector", "limited_threads",
+    "evaluate_talker", "evaluate_talker_with_offsets", "extract_clip_keypoints", "fit_mouth_probe", "keypoints_path", "kp_to_vector", "limited_threads",
     "load_clip_keypoints", "load_syncers_checkpoint", "load_talker_checkpoint", "lse_scores", "pyramid",
     "require_same_fomm", "save_clip_keypoints", "save_syncers_checkpoint", "save_talker_checkpoint", "speech_features", "sync_scores",
     "talk_keypoints", "train_syncers", "train_talker", "vector_to_kp", "video_frames_for",

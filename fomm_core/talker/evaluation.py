@@ -116,12 +116,25 @@ def evaluate_talker(talker: Talker, syncers: Syncers, clips_test: TalkerClips, c
 
     Mouth metrics need ``clips_train`` (to fit the probe) and ``gt_mouth_open`` on both.
     """
+    return evaluate_talker_with_offsets(talker, syncers, clips_test, config, clips_train=clips_train)[0]
+
+
+@torch.no_grad()
+def evaluate_talker_with_offsets(talker: Talker, syncers: Syncers, clips_test: TalkerClips,
+                                 config: TalkerEvalConfig, *, clips_train: TalkerClips | None = None
+                                 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """:func:`evaluate_talker`'s metrics and the sync-offset curve.
+
+    The curve: ``offset`` (-max_offset..max_offset frames) and, for ``gen``, ``gt`` and
+    ``shuffled``, the syncer distance at each offset averaged over the clips long enough
+    for the range. A synchronised talker has its minimum at 0, like the ground truth.
+    """
     with limited_threads(config.threads):
         return _evaluate(talker, syncers, clips_test, config, clips_train)
 
 
 def _evaluate(talker: Talker, syncers: Syncers, clips_test: TalkerClips, config: TalkerEvalConfig,
-              clips_train: TalkerClips | None) -> dict[str, float]:
+              clips_train: TalkerClips | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     talker.eval()
     syncers.eval()
     num_kp = talker.config.num_kp
@@ -144,6 +157,7 @@ def _evaluate(talker: Talker, syncers: Syncers, clips_test: TalkerClips, config:
             per_clip.setdefault(name, []).append(float(value))
 
     sync_clips = 0
+    offset_sums: dict[str, np.ndarray] = {}
     for index, clip in enumerate(clips):
         frames = clip.num_frames - 1
         audio = clip.audio[a:]
@@ -155,12 +169,15 @@ def _evaluate(talker: Talker, syncers: Syncers, clips_test: TalkerClips, config:
                                            frames, config.chunk_frames),
         }
         try:
-            scores = {name: lse_scores(*sync_scores(syncers, seq, audio, config.max_offset, config.sync_level))
+            curves = {name: sync_scores(syncers, seq, audio, config.max_offset, config.sync_level)
                       for name, seq in sequences.items()}
+            scores = {name: lse_scores(*curve) for name, curve in curves.items()}
         except ValueError:
             scores = None  # too short for the offset range: the other metrics still count
         if scores is not None:
             sync_clips += 1
+            for name, (_, distances) in curves.items():
+                offset_sums[name] = offset_sums.get(name, 0.0) + distances
             for name, s in scores.items():
                 add(f"{name}_sync_distance", s["sync_distance"])
                 add(f"{name}_sync_confidence", s["sync_confidence"])
@@ -190,4 +207,6 @@ def _evaluate(talker: Talker, syncers: Syncers, clips_test: TalkerClips, config:
     metrics = {name: float(np.mean(values)) for name, values in sorted(per_clip.items())}
     metrics["num_clips"] = float(len(clips))
     metrics["sync_clips"] = float(sync_clips)
-    return metrics
+    curve = {"offset": np.arange(-config.max_offset, config.max_offset + 1)}
+    curve.update({name: total / sync_clips for name, total in offset_sums.items()})
+    return metrics, curve

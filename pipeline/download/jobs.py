@@ -1,7 +1,8 @@
 """The clips table turned into one download job per video, validated before any request.
 
 The table is untrusted: ids are checked with :mod:`pipeline.ids`, URLs must be http(s) or
-(only when the config allows it) file://, and one video must not have two URLs.
+(only when the config allows it) file:// or a path relative to the table's folder
+(:mod:`pipeline.local_urls`), and one video must not have two URLs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from fomm_core.errors import FommError
 from pipeline.ids import VIDEO_ID_RULE, is_video_id
+from pipeline.local_urls import file_uri, is_relative_url
 from pipeline.video_files import MAX_FRAME
 
 REQUIRED_COLUMNS = ("video_id", "url", "start", "end")
@@ -32,9 +34,14 @@ class VideoJob:
     """One video to fetch: its id, source URL and the clip frame ranges it must cover."""
 
     video_id: str
-    url: str
+    url: str  # as in the table (and the report)
     kind: UrlKind
     sections: tuple[tuple[int, int], ...]  # sorted, unique [start, end) 25 fps frames
+    location: str = ""  # what yt-dlp opens: ``url``, or the absolute file:// URL of a relative one
+
+    @property
+    def fetch_url(self) -> str:
+        return self.location or self.url
 
 
 # VoxCeleb's URLs, all of this one form: recognised without a full parse (150k of them).
@@ -45,6 +52,8 @@ def url_kind(url: str) -> UrlKind | None:
     """``youtube``/``http``/``file`` for a URL this stage accepts, None otherwise."""
     if _WATCH_URL.fullmatch(url):
         return "youtube"
+    if is_relative_url(url):
+        return "file"
     try:
         parsed = urllib.parse.urlsplit(url)
     except ValueError:
@@ -110,7 +119,7 @@ def _checked_url(url: object, allow_file_urls: bool) -> tuple[str, UrlKind] | st
     url = url.strip()
     kind = url_kind(url)
     if kind is None:
-        return f"url {url!r} must be an http(s):// or file:// URL"
+        return f"url {url!r} must be an http(s):// or file:// URL or a path relative to the table"
     if kind == "file" and not allow_file_urls:
         return (f"file:// url {url!r} refused; set `allow_file_urls: true` in the "
                 "download section of params.yaml to read local files")
@@ -171,7 +180,8 @@ def plan_jobs(table: pd.DataFrame, source: Path, allow_file_urls: bool, with_sec
     sections = _sections(frame) if with_sections else {}
     firsts = frame.drop_duplicates("video_id")
     kinds = {c[0]: c[1] for c in url_checks.values() if not isinstance(c, str)}
-    return [VideoJob(video_id, url, kinds[url], sections.get(video_id, ()))
+    return [VideoJob(video_id, url, kinds[url], sections.get(video_id, ()),
+                     file_uri(url, source.parent) if is_relative_url(url) else "")
             for video_id, url in zip(firsts["video_id"], firsts["url"])]
 
 

@@ -140,7 +140,7 @@ class VideoDownloader:
         )
         try:
             with yt_dlp.YoutubeDL(params) as ydl:
-                info = ydl.extract_info(job.url, download=True)
+                info = ydl.extract_info(job.fetch_url, download=True)
         finally:
             if cookiefile is not None:
                 cookiefile.unlink(missing_ok=True)

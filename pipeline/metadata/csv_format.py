@@ -2,7 +2,8 @@
 
 ``video_id,start,end,bbox,fps,width,height,partition,person_id[,url]``: start/end are
 25 fps frame indices (end exclusive), bbox is ``left-top-right-bot`` in pixels of a
-``width x height`` frame. Each data row becomes a :class:`Candidate` or, when it cannot
+``width x height`` frame; ``url`` is http(s)://, file:// or a path relative to the CSV's
+folder (:mod:`pipeline.local_urls`). Each data row becomes a :class:`Candidate` or, when it cannot
 be parsed, a ``malformed_row`` :class:`Reject`; ids are checked later.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fomm_core.errors import FommError
+from pipeline.local_urls import is_relative_url
 from pipeline.video_files import MAX_FRAME
 
 from .records import MALFORMED_ROW, YOUTUBE_URL, Candidate, Reject, RowError, short
@@ -73,8 +75,8 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 def parse_url(text: str, video_id: str) -> str:
     if not text:
         return YOUTUBE_URL.format(video_id=video_id)
-    if URL.fullmatch(text) is None:
-        raise RowError(f"url {short(text)!r} is not an http(s):// or file:// URL")
+    if URL.fullmatch(text) is None and not is_relative_url(text):
+        raise RowError(f"url {short(text)!r} is not an http(s):// or file:// URL or a path relative to the CSV")
     return text
 
 

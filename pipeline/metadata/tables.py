@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fomm_core.atomic import atomic_path
+from pipeline.local_urls import is_relative_url, rebase
 
 from .records import Clip, Reject
 
@@ -35,9 +36,16 @@ def _table(rows: list, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def clips_table(clips: list[Clip]) -> pa.Table:
-    """Sorted by clip_id, which is unique, so the table is the same for the same input."""
-    return _table(sorted(clips, key=lambda c: c.clip_id), CLIPS_SCHEMA)
+def clips_table(clips: list[Clip], folder: Path) -> pa.Table:
+    """Sorted by clip_id, which is unique, so the table is the same for the same input.
+
+    ``folder`` is where the table goes: relative urls (relative to their CSV) are rewritten
+    relative to it, so the table stays valid wherever the project is cloned.
+    """
+    ordered = sorted(clips, key=lambda c: c.clip_id)
+    ordered = [dataclasses.replace(c, url=rebase(c.url, Path(c.source).parent, folder)) if is_relative_url(c.url) else c
+               for c in ordered]
+    return _table(ordered, CLIPS_SCHEMA)
 
 
 def rejects_table(rejects: list[Reject]) -> pa.Table:

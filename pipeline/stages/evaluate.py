@@ -15,8 +15,8 @@ from fomm_core.errors import FommError
 from fomm_core.inference.device import resolve_device
 from fomm_core.inference.evaluate import evaluate_model
 from fomm_core.faces import load_backend
-from pipeline.cli_support import user_errors
-from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.cli_support import metrics_dir_option, user_errors
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import progress_bar, summary
 
@@ -49,16 +49,23 @@ def _fmt(value: object, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+PER_CLIP_COLUMNS = ("clip_id", "frames", "l1", "baseline_l1", "psnr", "ssim")
+
+
 def _log_to_mlflow(metrics: dict, config: EvaluateConfig, checkpoint: Path, shards: Path, out: Path,
-                   root: Path | None) -> None:
-    """One MLflow run of kind "evaluate": numeric metrics, the metrics file and the videos."""
+                   per_clip: Path, mlflow_store) -> None:
+    """One MLflow run of kind "evaluate", a child of the run that trained the checkpoint:
+    numeric metrics, the metrics file, the per-clip table and the videos."""
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
 
     tags = {"shards_sha256": shards_fingerprint(shards), "checkpoint": str(checkpoint.resolve())}
-    with tracking.tracked_run("evaluate", {"evaluate": to_mapping(config)}, tags, root=root) as logger:
+    with tracking.tracked_run("evaluate", {"evaluate": to_mapping(config)}, tags, store=mlflow_store,
+                              key_params={"frame_size": metrics["frame_size"]}, inputs={"checkpoint": checkpoint},
+                              evaluates="checkpoint") as logger:
         logger.log_metrics(finite_numbers(metrics), 0)
         logger.log_artifact(out / "metrics.json")
+        logger.log_artifact(per_clip)
         for video in sorted((out / "videos").glob("*.mp4")):
             logger.log_artifact(video, "videos")
 
@@ -73,6 +80,7 @@ def command(
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read the evaluate section from."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics and videos to the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+    metrics_dir: Path = metrics_dir_option(),
 ) -> None:
     """Evaluate a checkpoint on the test clips by video reconstruction (as in the FOMM paper).
 
@@ -82,10 +90,16 @@ def command(
     error (keypoints -> ground-truth landmarks by ridge regression fitted on train clips,
     scored on test clips, normalised by the inter-ocular distance). Frames are resized to the
     resolution the checkpoint was trained at. Writes OUT/metrics.json and a few side-by-side
-    videos in OUT/videos/, and logs both to an MLflow run of kind "evaluate".
+    videos in OUT/videos/, and logs both to an MLflow run of kind "evaluate". The numbers go to
+    METRICS_DIR/evaluate.json and each clip's L1/PSNR/SSIM to METRICS_DIR/evaluate_clips.tsv (DVC).
     """
+    from pipeline import tracking
+
     config = load_section(params, "evaluate", EvaluateConfig)
     check_output_dir(out, "evaluate", (checkpoint, shards))
+    numbers, clips_table = check_metrics_files(metrics_dir, "evaluate", ("evaluate.json", "evaluate_clips.tsv"),
+                                               (checkpoint, shards))
+    mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     device = resolve_device(config.device)
     store = ShardStore(shards)
     kp_detector, generator, _, frame_size, backbone, *_ = load_inference_models(checkpoint, device)
@@ -112,9 +126,12 @@ def command(
         metrics["device"] = str(device)
         metrics["frame_size"] = frame_size
         metrics["perceptual_backbone"] = backbone or "unknown"  # "random": trained without ImageNet VGG weights
+        per_clip = metrics.pop("per_clip")
         write_metrics_json(tmp / "metrics.json", metrics)
-    if mlflow:
-        _log_to_mlflow(metrics, config, checkpoint, shards, out, mlflow_dir)
+    write_dvc_metrics(numbers, metrics)
+    write_tsv(clips_table, PER_CLIP_COLUMNS, ([row[c] for c in PER_CLIP_COLUMNS] for row in per_clip))
+    if mlflow_store is not None:
+        _log_to_mlflow(metrics, config, checkpoint, shards, out, clips_table, mlflow_store)
     landmark = _fmt(metrics.get("landmark_error"))
     summary(
         f"evaluated {metrics['num_clips']} test clips ({metrics['num_frames']} frames): "

@@ -9,13 +9,13 @@ import typer
 from fomm_core.checkpoint import read_weights_sha256
 from fomm_core.outputs import check_output_dir, replace_output_dir
 from fomm_core.config import to_mapping
-from fomm_core.talker import (Recorded, TalkerEvalConfig, evaluate_talker, load_syncers_checkpoint,
+from fomm_core.talker import (Recorded, TalkerEvalConfig, evaluate_talker_with_offsets, load_syncers_checkpoint,
                               load_talker_checkpoint, require_same_fomm)
 from fomm_core.errors import FommError
-from pipeline.cli_support import user_errors
+from pipeline.cli_support import metrics_dir_option, user_errors
 from pipeline.params import DEFAULT_PARAMS, load_section
 from pipeline.progress import log_line, summary
-from pipeline.metrics_file import finite_numbers, write_metrics_json
+from pipeline.metrics_file import check_metrics_files, finite_numbers, write_dvc_metrics, write_metrics_json, write_tsv
 from pipeline.stages.talker_common import load_clips
 
 
@@ -58,13 +58,16 @@ def command(
     params: Path = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml; reads the talker_eval section."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log the metrics to the local MLflow store."),
     mlflow_dir: Path = typer.Option(None, "--mlflow-dir", help="MLflow store folder (default $FOMM_MLFLOW_DIR, else <project>/artifacts)."),
+    metrics_dir: Path = metrics_dir_option(),
 ) -> None:
     """Score the talker on the test clips against the ground truth and shuffled audio.
 
     Syncer distance/confidence (LSE-D/LSE-C style), keypoint L2, mouth-opening correlation
     (synthetic data) and head-motion diversity; the rendered video's mouth opening (dlib
     landmarks) against the speech envelope, beside the same for shuffled audio and the real
-    video; writes OUT/metrics.json and logs to MLflow.
+    video; writes OUT/metrics.json and logs to MLflow (a child run of the train-talker run that
+    wrote the talker). The numbers go to METRICS_DIR/talker_eval.json and the syncer distance
+    per audio offset to METRICS_DIR/talker_sync_offsets.tsv (DVC).
     """
     from fomm_core.training import shards_fingerprint
     from pipeline import tracking
@@ -72,6 +75,9 @@ def command(
     config = load_section(params, "talker_eval", TalkerEvalConfig)
     inputs = (talker, syncers, shards, keypoints, fomm)
     check_output_dir(out, "evaluate-talker", inputs)
+    numbers, offsets = check_metrics_files(metrics_dir, "evaluate-talker",
+                                           ("talker_eval.json", "talker_sync_offsets.tsv"), inputs)
+    mlflow_store = tracking.open_store(mlflow_dir) if mlflow else None  # a bad store stops us before any work
     for path, stage in ((talker, "train-talker"), (syncers, "train-syncer"), (fomm, "train-talker")):
         if not path.is_file():
             raise FommError(f"{path}: not found; run `fomm {stage}` first")
@@ -85,16 +91,21 @@ def command(
                       Recorded(f"the syncers {syncers}", sync_models.fomm_sha256, "fomm train-syncer"),
                       Recorded(f"the talker {talker}", talker_model.fomm_sha256, "fomm train-talker"),
                       Recorded(f"the renderer {fomm}", read_weights_sha256(fomm), "fomm train-talker"))
-    metrics = evaluate_talker(talker_model, sync_models, test, config, clips_train=train)
+    metrics, curve = evaluate_talker_with_offsets(talker_model, sync_models, test, config, clips_train=train)
     metrics.update(_rendered_mouth(talker_model, fomm, shards, test, config))
     with replace_output_dir(out, "evaluate-talker", inputs) as tmp:
         write_metrics_json(tmp / "metrics.json", metrics)
-    if mlflow:
+    write_dvc_metrics(numbers, metrics)
+    columns = [c for c in ("offset", "gen", "gt", "shuffled") if c in curve]
+    write_tsv(offsets, columns, zip(*(curve[c].tolist() for c in columns)))
+    if mlflow_store is not None:
         tags = {"shards_sha256": shards_fingerprint(shards), "talker": str(talker.resolve())}
-        with tracking.tracked_run("evaluate-talker", {"talker_eval": to_mapping(config)}, tags,
-                                  root=mlflow_dir) as logger:
+        with tracking.tracked_run("evaluate-talker", {"talker_eval": to_mapping(config)}, tags, store=mlflow_store,
+                                  key_params={"max_offset": config.max_offset},
+                                  inputs={"talker": talker, "syncers": syncers}, evaluates="talker") as logger:
             logger.log_metrics(finite_numbers(metrics), 0)
             logger.log_artifact(out / "metrics.json")
+            logger.log_artifact(offsets)
     summary(
         f"evaluate-talker on {int(metrics.get('num_clips') or 0)} test clips: mouth correlation {_fmt(metrics, 'mouth_corr')} "
         f"(shuffled audio {_fmt(metrics, 'shuffled_mouth_corr')}), sync distance {_fmt(metrics, 'gen_sync_distance')} "

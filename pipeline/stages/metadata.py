@@ -58,5 +58,5 @@ def command(
         check_output_file(path, "metadata", sources, is_ours=written_by_metadata, flag=flag)
     result = build(sources, config)
     write_table(rejects_table(result.rejects), rejects_path)
-    write_table(clips_table(result.clips), out_path)
+    write_table(clips_table(result.clips, out_path.parent), out_path)
     summary(result.summary())

@@ -30,7 +30,7 @@ def command(
 
     Each identity gets its own face and voice; each video holds a few utterances (clips) with head motion, blinks and a mouth that follows the audio. Settings come from the `synth` section of --params (seed, identities, test_identities, videos_per_identity, clips_per_video, clip lengths, size, encoding, workers).
 
-    Writes OUT/videos/ID.mp4 (H.264 + AAC, 25 fps, 22050 Hz audio), OUT/vox-metadata.csv (one row per clip, file:// urls) and OUT/groundtruth/ID.npz (per-frame landmarks, mouth opening, blink, head pose).
+    Writes OUT/videos/ID.mp4 (H.264 + AAC, 25 fps, 22050 Hz audio), OUT/vox-metadata.csv (one row per clip, urls relative to the CSV) and OUT/groundtruth/ID.npz (per-frame landmarks, mouth opening, blink, head pose).
 
     The same seed gives the same CSV, ground truth, frames and audio samples.
     """
@@ -41,7 +41,7 @@ def command(
     began = time.perf_counter()
     with replace_output_dir(out, "synth") as work, progress_bar() as bar:
         task = bar.add_task("synth", total=total)
-        result = synthesize(cfg, work, out, lambda: bar.advance(task))
+        result = synthesize(cfg, work, lambda: bar.advance(task))
     seconds = time.perf_counter() - began
     summary(
         f"synth: {result.videos} videos, {result.clips} clips ({result.train_clips} train / "

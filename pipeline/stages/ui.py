@@ -14,15 +14,28 @@ from pipeline.cli_support import user_errors
 
 
 def server_command(host: str, port: int, root: Path | None = None) -> list[str]:
-    """``mlflow server`` on the sqlite store: one worker; the job runner is off (see tracking)."""
+    """``mlflow server`` on the sqlite store: one worker; the job runner is off (see tracking).
+
+    New experiments keep their artifacts relative to the store (``fomm-store:``, see
+    pipeline/mlflow_store.py), like the ones the stages create.
+    """
     from pipeline import tracking
 
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", tracking.tracking_uri(root),
-        "--default-artifact-root", tracking.artifact_root(root).as_uri(),
+        "--default-artifact-root", tracking.store_uri(tracking.ARTIFACTS),
         "--host", host, "--port", str(port), "--workers", "1",
     ]
+
+
+def start_page(base: str, store) -> str:
+    """The first experiment with runs (fomm, else talker) in the classic ML view, not the GenAI one."""
+    for name in ("fomm", "talker"):
+        experiment = store.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return f"{base}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    return f"{base}/#/experiments?workflowType=machine_learning"
 
 
 @user_errors
@@ -33,18 +46,22 @@ def command(
 ) -> None:
     """Browse training runs (params, loss curves, sample grids, checkpoints) in the MLflow UI.
 
-    Serves the store `fomm train` writes (artifacts/mlflow.db) until Ctrl-C.
+    Serves the store the stages write (artifacts/mlflow.db) until Ctrl-C and prints the URL of
+    the fomm experiment's runs in the classic ML view. Refuses when there is no store there.
     """
     from fomm_core.errors import FommError
     from pipeline import tracking
 
     if not 0 < port < 65536:
         raise FommError(f"--port {port}: not a TCP port (1..65535)")
+    if not tracking.store_exists(mlflow_dir):
+        raise FommError(f"no MLflow store at {tracking.mlflow_dir(mlflow_dir) / tracking.DB_NAME}; run a training "
+                        f"stage first (dvc repro) or pass --mlflow-dir / set ${tracking.ENV_DIR}")
+    store = tracking.open_store(mlflow_dir)  # one line for a corrupt store, before the server starts
     env = dict(os.environ, **tracking.offline_environment())
-    tracking.mlflow_dir(mlflow_dir).mkdir(parents=True, exist_ok=True)
-    tracking.artifact_root(mlflow_dir).mkdir(parents=True, exist_ok=True)
     cmd = server_command(host, port, mlflow_dir)
-    print(f"MLflow UI at http://{host}:{port} (store {tracking.tracking_uri(mlflow_dir)}); Ctrl-C to stop", flush=True)
+    url = start_page(f"http://{host}:{port}", store)
+    print(f"MLflow UI at {url} (store {store.uri}); Ctrl-C to stop", flush=True)
     process = subprocess.Popen(cmd, env=env)
     stopping = []
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from fomm_core.atomic import write_text_atomic
+from pipeline.lifecycle import die_with_parent
 
 from .config import FPS, SynthConfig
 from .plan import VideoPlan, plan_videos
@@ -30,14 +31,14 @@ class SynthSummary:
     frames: int
 
 
-def metadata_csv(results: Iterable[VideoResult], final_dir: Path, width: int, height: int) -> str:
-    """One row per clip; ``url`` points at where the video will live once the run finishes."""
+def metadata_csv(results: Iterable[VideoResult], width: int, height: int) -> str:
+    """One row per clip; ``url`` is the video's path relative to the CSV (see pipeline/local_urls.py)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for result in results:
         plan = result.plan
-        url = (final_dir.resolve() / "videos" / f"{plan.video_id}.mp4").as_uri()
+        url = f"videos/{plan.video_id}.mp4"
         for clip, (left, top, right, bottom) in zip(plan.clips, result.clip_boxes):
             writer.writerow([plan.video_id, clip.start, clip.end, f"{left}-{top}-{right}-{bottom}", FPS,
                              width, height, plan.partition, plan.person_id, url])
@@ -49,9 +50,9 @@ def _render_one(plan: VideoPlan, cfg: SynthConfig, out_dir: str, threads: int) -
 
 
 def synthesize(
-    cfg: SynthConfig, work_dir: Path, final_dir: Path, advance: Callable[[], None] = lambda: None
+    cfg: SynthConfig, work_dir: Path, advance: Callable[[], None] = lambda: None
 ) -> SynthSummary:
-    """Render every video into ``work_dir`` (later renamed to ``final_dir``) and write the CSV."""
+    """Render every video into ``work_dir`` (later renamed to the output folder) and write the CSV."""
     plans = plan_videos(cfg)
     (work_dir / "videos").mkdir(parents=True, exist_ok=True)
     (work_dir / "groundtruth").mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def synthesize(
             advance()
     else:
         # one x264 thread per video: the pool already keeps every core busy
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(_render_one, plan, cfg, str(work_dir), 1) for plan in plans]
             try:
                 for future in as_completed(futures):
@@ -76,7 +77,7 @@ def synthesize(
                     future.cancel()
                 raise
     ordered = [results[plan.index] for plan in plans]
-    write_text_atomic(work_dir / CSV_NAME, metadata_csv(ordered, final_dir, cfg.width, cfg.height))
+    write_text_atomic(work_dir / CSV_NAME, metadata_csv(ordered, cfg.width, cfg.height))
     clips = [(p.partition, c) for p in plans for c in p.clips]
     return SynthSummary(
         videos=len(plans),

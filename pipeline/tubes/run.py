@@ -26,6 +26,7 @@ from fomm_core.atomic import atomic_path
 from fomm_core.errors import FommError
 from pipeline.crop.table import read_clips
 from pipeline.lifecycle import die_with_parent
+from pipeline.local_urls import is_relative_url, rebase
 from pipeline.metadata.build import kind_of
 from pipeline.metadata.tables import CLIPS_SCHEMA, REJECTS_SCHEMA
 
@@ -91,6 +92,12 @@ def make_jobs(frame: pd.DataFrame, annotations: Path | None) -> Iterator[VideoJo
         yield VideoJob(key[0], key[1], tuple(clips), False)
 
 
+def rebased_urls(urls: pd.Series, table_folder: Path, out: Path) -> pd.Series:
+    """Relative urls stay relative to the table holding them (pipeline/local_urls.py): re-anchored on ``out``."""
+    moved = {u: rebase(u, table_folder, out) for u in pd.unique(urls) if isinstance(u, str) and is_relative_url(u)}
+    return urls.map(lambda u: moved.get(u, u)) if moved else urls
+
+
 def run_tubes(clips_path: Path, videos: Path, metadata_input: Path, out: Path, config: TubesConfig,
               on_done: Callable[[], None] | None = None, on_total: Callable[[int], None] | None = None) -> TubesReport:
     """Write ``out/clips.parquet`` and ``out/rejects.parquet`` (and ``out/parts/``)."""
@@ -100,6 +107,7 @@ def run_tubes(clips_path: Path, videos: Path, metadata_input: Path, out: Path, c
     for column in ("url", "source"):
         if column not in frame.columns:
             raise FommError(f"{clips_path}: missing column {column}; expected the metadata stage's clips table")
+    frame["url"] = rebased_urls(frame["url"], clips_path.parent, out)
     input_kind = kind_of(metadata_input)
     report = TubesReport(input_clips=len(frame))
     if not detects(config, input_kind):
