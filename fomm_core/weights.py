@@ -160,7 +160,9 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().split("\n")[0] or type(exc).__name__
+        if first.startswith("Weights only load failed"):  # torch's advice to unpickle untrusted code: not ours
+            first = "torch.load(weights_only=True) refused it"
         raise FommError(
             f"cannot read checkpoint {path}: {first[:200]} (corrupt, truncated or not a weights-only torch file)"
         ) from None

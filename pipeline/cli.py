@@ -1,45 +1,76 @@
-"""The ``fomm`` command: one sub-command per pipeline stage."""
+"""The ``fomm`` command: one sub-command per pipeline stage.
+
+A stage module is imported only when its command runs (or help lists them all): `fomm
+metadata` must not pay for torch (~1 s and ~280 MB per process), and the data stages run
+in many processes at once.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from typing import Iterable
+
 import typer
 
-from .stages import (
-    animate, crop, demo, download, evaluate, evaluate_talker, export_checkpoint, extract_keypoints, find_crops,
-    import_checkpoint, metadata, profile, shard, synth, talk, train, train_syncer, train_talker, tubes, ui,
-)
+# command name -> module under pipeline.stages, in the order help lists them
+COMMANDS = {
+    # Data stages
+    "synth": "synth",
+    "metadata": "metadata",
+    "download": "download",
+    "tubes": "tubes",
+    "crop": "crop",
+    "shard": "shard",
+    # First Order Motion Model
+    "train": "train",
+    "evaluate": "evaluate",
+    "animate": "animate",
+    "find-crops": "find_crops",
+    "demo": "demo",
+    "profile": "profile",
+    "import-checkpoint": "import_checkpoint",
+    "export-checkpoint": "export_checkpoint",
+    # Audio-driven talker
+    "extract-keypoints": "extract_keypoints",
+    "train-syncer": "train_syncer",
+    "train-talker": "train_talker",
+    "evaluate-talker": "evaluate_talker",
+    "talk": "talk",
+    # Experiment tracking
+    "ui": "ui",
+}
 
-app = typer.Typer(
-    help="VoxCeleb (or the built-in synthetic set) to a First Order Motion Model and an audio-driven talker.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
-# Data stages
-app.command("synth")(synth.command)
-app.command("metadata")(metadata.command)
-app.command("download")(download.command)
-app.command("tubes")(tubes.command)
-app.command("crop")(crop.command)
-app.command("shard")(shard.command)
-# First Order Motion Model
-app.command("train")(train.command)
-app.command("evaluate")(evaluate.command)
-app.command("animate")(animate.command)
-app.command("find-crops")(find_crops.command)
-app.command("demo")(demo.command)
-app.command("profile")(profile.command)
-app.command("import-checkpoint")(import_checkpoint.command)
-app.command("export-checkpoint")(export_checkpoint.command)
-# Audio-driven talker
-app.command("extract-keypoints")(extract_keypoints.command)
-app.command("train-syncer")(train_syncer.command)
-app.command("train-talker")(train_talker.command)
-app.command("evaluate-talker")(evaluate_talker.command)
-app.command("talk")(talk.command)
-# Experiment tracking
-app.command("ui")(ui.command)
+def build_app(names: Iterable[str] = COMMANDS) -> typer.Typer:
+    """A Typer app with the commands ``names`` (importing only their stage modules)."""
+    app = typer.Typer(
+        help="VoxCeleb (or the built-in synthetic set) to a First Order Motion Model and an audio-driven talker.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _group() -> None:
+        """A group even with one command registered, so `fomm NAME ...` keeps its NAME."""
+
+    for name in names:
+        module = importlib.import_module(f"pipeline.stages.{COMMANDS[name]}")
+        app.command(name)(module.command)
+    return app
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The sub-command `fomm ARGV` runs, when ARGV starts with one (otherwise help or an error)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
+def __getattr__(name: str):
+    # `from pipeline.cli import app` (in-process callers) gets every command.
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 def main() -> None:
@@ -48,4 +79,5 @@ def main() -> None:
     from .lifecycle import watch_parent
 
     watch_parent()
-    app()
+    name = command_named(sys.argv[1:])
+    build_app([name] if name else COMMANDS)()

@@ -67,6 +67,12 @@ def _damaged_store(root: Path) -> Path:
     return store
 
 
+def _real_ckpt(root: Path) -> Path:
+    from _inference_helpers import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(root / "train" / "fomm.pt")  # 10 keypoints, as the project's talker_model
+
+
 def _ckpt(root: Path) -> Path:
     path = root / "train" / "checkpoint.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,11 +133,12 @@ CASES = [
          "the MLflow store is damaged"),
     Case("train-syncer --out /proc", lambda r: ["train-syncer", "--params", str(_params(r)), "--shards",
                                                str(_fake_shards(r)), "--keypoints", str(_precious(r / "kp")),
-                                               "--out", "/proc/fomm-syncer", "--no-mlflow"],
+                                               "--checkpoint", str(_ckpt(r)), "--out", "/proc/fomm-syncer",
+                                               "--no-mlflow"],
          "cannot write in /proc"),
     Case("train-talker --out a file", lambda r: ["train-talker", "--params", str(_params(r)), "--shards",
                                                 str(_fake_shards(r)), "--keypoints", str(_precious(r / "kp")),
-                                                "--syncers", str(_syncers(r)), "--checkpoint", str(_ckpt(r)),
+                                                "--syncers", str(_syncers(r)), "--checkpoint", str(_real_ckpt(r)),
                                                 "--out", str(_precious(r / "talker") / "PRECIOUS.txt"), "--no-mlflow"],
          "is a file, not a folder"),
     Case("tubes --out PRECIOUS", lambda r: ["tubes", str(_precious(r / "meta") / "PRECIOUS.txt"),
