@@ -103,7 +103,7 @@ def outcome(inputs: list[Path], tmp: Path) -> str:
         return "refused"
     for reject in result.rejects:
         assert reject.reason in REASONS and reject.detail
-    write_table(clips_table(result.clips), tmp / "clips.parquet")  # int64 columns must hold
+    write_table(clips_table(result.clips, tmp), tmp / "clips.parquet")  # int64 columns must hold
     write_table(rejects_table(result.rejects), tmp / "rejects.parquet")
     return "parsed"
 
