@@ -26,7 +26,9 @@ from fomm_core.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
-TRAIN = dict(gan=0.0, epochs=4, num_repeats=4, num_workers=1, nproc_per_node=2, log_every=1)  # 8 steps
+# 20 steps: enough after the first checkpoint (step 2) that the kill lands mid-run on a loaded machine
+TRAIN = dict(gan=0.0, epochs=10, num_repeats=4, num_workers=1, nproc_per_node=2, log_every=1)
+STEPS = 20
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_sigkill_of_dvc_repro_leaves_no_process_and_the_next_repro_resumes(proje
     try:
         deadline = time.monotonic() + 400
         while checkpoint_step(checkpoint) < 2 and repro.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # the checkpoint at the end of epoch 1 (2 of 8 steps)
+            time.sleep(0.2)  # the checkpoint at the end of epoch 1 (2 of 20 steps)
         assert repro.poll() is None, (project / "first.log").read_text()[-3000:]
         tree = descendants(repro.pid)
         commands = [cmd for _, _, cmd in tree.values()]
@@ -137,17 +139,17 @@ def test_sigkill_of_dvc_repro_leaves_no_process_and_the_next_repro_resumes(proje
         log.close()
         if repro.poll() is None:
             os.killpg(repro.pid, signal.SIGKILL)
-    assert 2 <= stopped_at["step"] < 8
+    assert 2 <= stopped_at["step"] < STEPS
 
     second = dvc(["repro", "train"], project)
     output = second.stdout + second.stderr
     assert (f"resuming from artifacts/train/checkpoint.pt at epoch {stopped_at['epoch']}, step {stopped_at['step']}"
             in output), output[-3000:]
-    steps = [int(s) for s in re.findall(r"train step (\d+)/8:", output)]
-    assert steps == list(range(stopped_at["step"] + 1, 9)), output[-3000:]  # only the steps not done before
-    assert read_checkpoint(checkpoint)["step"] == 8
+    steps = [int(s) for s in re.findall(rf"train step (\d+)/{STEPS}:", output)]
+    assert steps == list(range(stopped_at["step"] + 1, STEPS + 1)), output[-3000:]  # only the steps not done before
+    assert read_checkpoint(checkpoint)["step"] == STEPS
     curve = (project / "artifacts" / "train" / "train_losses.tsv").read_text().splitlines()
-    assert [row.split("\t")[0] for row in curve[1:]] == [str(s) for s in range(1, 9)]  # one run's curve
+    assert [row.split("\t")[0] for row in curve[1:]] == [str(s) for s in range(1, STEPS + 1)]  # one run's curve
     assert "up to date" in dvc(["status"], project).stdout
 
     params_yaml(project / "params.yaml", **{**TRAIN, "lr_generator": 1e-3, "max_steps": 1})
