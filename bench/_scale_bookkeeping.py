@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _peak_rss import run_fomm_with_peak_rss  # noqa: E402  (bench/ is on the path: the script's folder)
 from pipeline.download.archive import Archive  # noqa: E402
 from pipeline.download.config import DownloadConfig  # noqa: E402
 from pipeline.download.report import SCHEMA, ReportJournal, ReportRow, merge_report  # noqa: E402
@@ -134,35 +134,14 @@ def crop_table(clips: int, path: Path) -> None:
     pq.write_table(table, path)
 
 
-# Runs `fomm ARGS` and writes its own peak RSS (VmHWM: this program's, counted from exec;
-# a parent's ru_maxrss would include the forked copy of the parent before exec) to a file.
-PEAK_RSS_WRAPPER = """
-import atexit, os, sys
-def report():
-    with open(os.environ["PEAK_RSS_FILE"], "w") as out:
-        out.write(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-atexit.register(report)
-sys.argv = ["fomm", *sys.argv[1:]]
-from pipeline.cli import main
-main()
-"""
-
-
-def run_with_peak_rss(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, float]:
-    """(the finished process, its peak RSS in MB, wall seconds) of `fomm ARGS`."""
-    peak_file = cwd / ".peak_rss"
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "PEAK_RSS_FILE": str(peak_file)})
-    return done, int(peak_file.read_text()) / 1024, time.perf_counter() - started
-
-
 def crop_memory(clips: int, root: Path) -> dict:
     """Peak RSS and wall time of `fomm crop` over ``clips`` clips whose videos are all missing."""
     crop_table(clips, root / "clips.parquet")
     (root / "videos").mkdir()
     (root / "params.yaml").write_text("crop:\n  workers: 0\n")
-    done, peak_mb, seconds = run_with_peak_rss(["crop", "clips.parquet", "--videos", "videos", "--out", "out"], root)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done, peak_mb, seconds = run_fomm_with_peak_rss(["crop", "clips.parquet", "--videos", "videos", "--out", "out"],
+                                                    root, env)
     stderr = done.stderr
     if f"0 ok, {clips} failed (not_downloaded {clips}) of {clips} clips" not in stderr:
         raise SystemExit(f"bench: unexpected crop result: {stderr[-500:]}")

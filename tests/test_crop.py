@@ -525,6 +525,21 @@ def journal_lines(out: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in out.glob(".manifest.parts/*.jsonl"))
 
 
+def kill_after_journal_lines(proc: subprocess.Popen, out: Path, lines: int) -> None:
+    """SIGKILL the crop ``proc`` once ``lines`` clips are journalled in ``out``."""
+    try:
+        deadline = time.monotonic() + 60
+        while journal_lines(out) < lines:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, f"fewer than {lines} clips finished in 60 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_cli_sigkill_then_rerun_redoes_only_the_clips_in_flight(videos, tmp_path):
     rows = [clip_row(MAIN, start, start + 15) for start in range(0, 180, 15)]  # 12 clips
     write_clips(tmp_path / "clips.parquet", rows)
@@ -533,17 +548,7 @@ def test_cli_sigkill_then_rerun_redoes_only_the_clips_in_flight(videos, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "crop", "clips.parquet", "--videos", str(videos),
                              "--out", "clips"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while journal_lines(out) < 3:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no clip finished in 60 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_after_journal_lines(proc, out, 3)
     done = journal_lines(out)
     assert done < len(rows), "the run finished before the kill"
     assert [p for p in out.rglob(".*") if ".tmp" in p.name], "expected the killed clip's temporaries"
@@ -655,16 +660,7 @@ def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
     run("dvc", "init", "-q")
     proc = subprocess.Popen([str(venv_bin / "fomm"), "crop", "clips.parquet", "--videos", "videos", "--out", "clips"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while journal_lines(tmp_path / "clips") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_after_journal_lines(proc, tmp_path / "clips", 2)
     assert [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name]
     repro = run("dvc", "repro", "crop")
     assert "already done" in repro.stdout
