@@ -12,6 +12,22 @@ from fomm_core.errors import FommError
 
 F = TypeVar("F", bound=Callable)
 
+WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
+
+def one_line(exc: FommError) -> str:
+    """The error's own line, also for one raised in a DataLoader worker.
+
+    torch re-raises a worker's exception as the same type with the worker's traceback folded
+    into the message; the user needs its last line, without the type name.
+    """
+    message = str(exc)
+    if WORKER_TRACEBACK not in message:
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]
+    name, sep, text = last.partition(": ")
+    return text if sep and name.replace(".", "").replace("_", "").isalnum() else last
+
 
 def user_errors(func: F) -> F:
     @functools.wraps(func)
@@ -19,7 +35,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FommError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

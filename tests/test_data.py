@@ -375,6 +375,14 @@ def test_a_shard_deleted_after_indexing_is_one_line_naming_it(shards, tmp_path):
         ds[0]
     message = str(caught.value)
     assert str(copy / clip.shard) in message and "re-run `dvc repro shard`" in message and "\n" not in message
+    # In a DataLoader worker torch folds the worker's traceback into the message; the CLI prints its line.
+    from pipeline.cli_support import one_line
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1)
+    with pytest.raises(FommError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)
+    assert one_line(caught.value) == message
 
 
 def test_index_is_memory_mapped_compact_and_falls_back_without_its_arrow_file(shards, tmp_path):

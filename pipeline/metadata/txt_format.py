@@ -34,7 +34,7 @@ from fomm_core.errors import FommError
 from pipeline.video_files import MAX_FRAME
 
 from .checks import valid_person_id, valid_video_id
-from .records import EMPTY_BOX, YOUTUBE_URL, Candidate, RowError
+from .records import EMPTY_BOX, YOUTUBE_URL, Candidate, RowError, short
 
 VOX1_TXT_HEIGHT = 360
 TXT_FPS = 25.0
@@ -194,10 +194,10 @@ def parse_annotation(text: str) -> Annotation:
         if len(tokens) != 5:
             raise RowError(f"line {number}: {len(tokens)} values, expected FRAME X Y W H", number)
         if not (tokens[0].isascii() and tokens[0].isdigit()):
-            raise RowError(f"line {number}: FRAME {tokens[0][:20]!r} is not a frame number", number)
+            raise RowError(f"line {number}: FRAME {short(tokens[0])!r} is not a frame number", number)
         frame = int(tokens[0])
         if frame > MAX_FRAME:
-            raise RowError(f"line {number}: FRAME {tokens[0][:20]!r} is beyond {MAX_FRAME}; not a real frame number", number)
+            raise RowError(f"line {number}: FRAME {short(tokens[0])!r} is beyond {MAX_FRAME}; not a real frame number", number)
         if frames and frame <= frames[-1]:
             raise RowError(f"line {number}: FRAME {frame} does not follow {frames[-1]}", number)
         x, y, w, h = (_number(t, number, n) for t, n in zip(tokens[1:], TABLE_COLUMNS[1:]))
