@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -88,17 +89,21 @@ class FolderPairs(Dataset):
         return {"source": out[0], "driving": out[1], "clip_id": self.videos[idx], "frames": (i, j)}
 
 
-def write_folders(clips_dir: Path, out: Path) -> float:
-    """Per-clip PNG folders as imageio writes them (Pillow, compress_level 9); total MB."""
+def write_png_folder(folder: Path, frames: Iterable[np.ndarray]) -> int:
+    """One clip in FOMM's layout as imageio writes it (Pillow PNGs, compress_level 9); bytes written."""
+    folder.mkdir(parents=True)
     total = 0
-    for mp4 in sorted((clips_dir / "train").glob("*.mp4")):
-        folder = out / mp4.stem
-        folder.mkdir(parents=True)
-        for k, frame in enumerate(iter_frames(mp4)):
-            name = folder / f"{k:07d}.png"
-            Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1])).save(name, compress_level=9)
-            total += name.stat().st_size
-    return total / 1e6
+    for k, frame in enumerate(frames):
+        name = folder / f"{k:07d}.png"
+        Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1])).save(name, compress_level=9)
+        total += name.stat().st_size
+    return total
+
+
+def write_folders(clips_dir: Path, out: Path) -> float:
+    """Per-clip PNG folders of the crop mp4s; total MB."""
+    return sum(write_png_folder(out / mp4.stem, iter_frames(mp4))
+               for mp4 in sorted((clips_dir / "train").glob("*.mp4"))) / 1e6
 
 
 def pairs_per_second(dataset: Dataset, workers: int, items: int, repeats: int = 1,

@@ -34,15 +34,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 import yaml
-from PIL import Image
-from torch.utils.data import DataLoader, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import FolderPairs, read_pillow  # noqa: E402  (bench/loader.py)
+from loader import FolderPairs, pairs_per_second, read_pillow, write_png_folder  # noqa: E402  (bench/loader.py)
 from scale import face_frames  # noqa: E402  (bench/scale.py)
 
 from fomm_core.clip_index import INDEX_SCHEMA, features_path, write_index  # noqa: E402
-from fomm_core.data import FramePairDataset, seed_worker  # noqa: E402
+from fomm_core.data import FramePairDataset  # noqa: E402
 from fomm_core.shard_file import SUFFIX, ShardFileWriter  # noqa: E402
 from pipeline.shard.frames import iter_frames  # noqa: E402
 
@@ -137,27 +135,6 @@ def write_shards(root: Path, encoded: list[list[bytes]], image_format: str) -> N
     write_index(root, pa.Table.from_pylist(rows, schema=INDEX_SCHEMA))
 
 
-def write_folders(root: Path, clips: list[list[np.ndarray]]) -> None:
-    """FOMM's layout as imageio writes it: a folder of Pillow PNGs (compress_level 9) per clip."""
-    for k, clip in enumerate(clips):
-        folder = root / f"clip{k:03d}"
-        folder.mkdir(parents=True)
-        for j, frame in enumerate(clip):
-            Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1])).save(folder / f"{j:07d}.png", compress_level=9)
-
-
-def pairs_per_second(dataset, items: int) -> float:
-    torch.manual_seed(0)
-    loader = DataLoader(dataset, batch_size=None, num_workers=0, worker_init_fn=seed_worker,
-                        sampler=RandomSampler(dataset, replacement=True, num_samples=items + 5))
-    it = iter(loader)
-    for _ in range(5):
-        next(it)
-    started = time.perf_counter()
-    n = sum(1 for _ in it)
-    return n / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=400)
@@ -185,12 +162,13 @@ def main() -> None:
             write_shards(shard_root, encode_all(everything, codec), CODECS[codec][0].lstrip("."))
             datasets[codec] = FramePairDataset(shard_root, "train", augment=None, id_sampling=False)
             results["codecs"][codec] = entry
-        write_folders(root / "folders", everything)
+        for k, clip in enumerate(everything):
+            write_png_folder(root / "folders" / f"clip{k:03d}", clip)
         datasets["png_folder_reference"] = FolderPairs(root / "folders", read_pillow)
         rates: dict[str, float] = {}
         for _ in range(args.rounds):
             for name, dataset in datasets.items():
-                rates[name] = max(rates.get(name, 0.0), pairs_per_second(dataset, args.items))
+                rates[name] = max(rates.get(name, 0.0), pairs_per_second(dataset, 0, args.items))
         reference = rates.pop("png_folder_reference")
         results["png_folder_reference_pairs_per_s"] = round(reference, 1)
         for codec, rate in rates.items():
