@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Literal
+
+from pipeline.cores import worker_count
 
 from .ffmpeg_job import EncodeSettings
 
@@ -56,7 +57,7 @@ class CropConfig:
                               threads=self.ffmpeg_threads)
 
     def worker_count(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        return worker_count(self.workers)
 
     def output_settings(self) -> str:
         """Everything here that changes a clip's files (not workers or threads)."""

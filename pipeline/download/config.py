@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
+
+from pipeline.cores import worker_count
 
 
 @dataclass(frozen=True)
@@ -66,4 +67,4 @@ class DownloadConfig:
             raise ValueError(f"socket_timeout must be positive, got {self.socket_timeout}")
 
     def worker_count(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        return worker_count(self.workers)

@@ -13,6 +13,7 @@ from pathlib import Path
 from fomm_core.errors import FommError
 
 from .checks import valid_person_id
+from .records import short
 
 # VoxCeleb1's official test split: the 40 identities of vox1_test_txt.zip (id10270..id10309).
 VOX1_TEST_IDENTITIES = frozenset(f"id{n}" for n in range(10270, 10310))
@@ -55,7 +56,7 @@ def parse_meta_table(lines: list[str], path: Path) -> set[str]:
             raise FommError(f"{path} line {number}: expected {len(names)} {delimiter!r}-separated columns")
         split = cells[set_column].lower()
         if split not in ("dev", "test", "train"):
-            raise FommError(f"{path} line {number}: Set {cells[set_column][:20]!r} is not dev or test")
+            raise FommError(f"{path} line {number}: Set {short(cells[set_column])!r} is not dev or test")
         if split == "test":
             found.add(_check(cells[id_column], f"{path} line {number}"))
     return found

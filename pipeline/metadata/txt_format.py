@@ -160,9 +160,9 @@ def _number(token: str, line: int, name: str) -> float:
     try:
         value = float(token)
     except ValueError:
-        raise RowError(f"line {line}: {name} {token[:20]!r} is not a number", line) from None
+        raise RowError(f"line {line}: {name} {short(token)!r} is not a number", line) from None
     if not math.isfinite(value):
-        raise RowError(f"line {line}: {name} {token[:20]!r} is not finite", line)
+        raise RowError(f"line {line}: {name} {short(token)!r} is not finite", line)
     return value
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Literal
+
+from pipeline.cores import worker_count
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ShardConfig:
             raise ValueError(f"workers must be 0 (all cores) .. 1024, got {self.workers}")
 
     def worker_count(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        return worker_count(self.workers)
 
     def encoding(self) -> dict:
         """The settings that decide a frame's bytes (part of every clip's resume key)."""

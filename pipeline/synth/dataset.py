@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from fomm_core.atomic import write_text_atomic
+from pipeline.cores import worker_count
 from pipeline.lifecycle import die_with_parent
 
 from .config import FPS, SynthConfig
@@ -56,7 +56,7 @@ def synthesize(
     plans = plan_videos(cfg)
     (work_dir / "videos").mkdir(parents=True, exist_ok=True)
     (work_dir / "groundtruth").mkdir(parents=True, exist_ok=True)
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = worker_count(cfg.workers)
     workers = max(1, min(workers, len(plans)))
     results: dict[int, VideoResult] = {}
     if workers == 1:

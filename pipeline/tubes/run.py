@@ -9,7 +9,6 @@ parts in job order (clip ids sort the same way), never held whole in memory.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from fomm_core.atomic import atomic_path
 from fomm_core.errors import FommError
+from pipeline.cores import worker_count
 from pipeline.crop.table import read_clips
 from pipeline.lifecycle import die_with_parent
 from pipeline.local_urls import is_relative_url, rebase
@@ -125,7 +125,7 @@ def run_tubes(clips_path: Path, videos: Path, metadata_input: Path, out: Path, c
     report.jobs = len(keys)
     if on_total is not None:
         on_total(len(keys))
-    workers = config.workers or os.cpu_count() or 1
+    workers = worker_count(config.workers)
     with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
         pending: set = set()
         try:
