@@ -525,11 +525,16 @@ def journal_lines(out: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in out.glob(".manifest.parts/*.jsonl"))
 
 
+def temporaries(out: Path) -> list[Path]:
+    return [p for p in out.rglob(".*") if ".tmp" in p.name]
+
+
 def kill_after_journal_lines(proc: subprocess.Popen, out: Path, lines: int) -> None:
-    """SIGKILL the crop ``proc`` once ``lines`` clips are journalled in ``out``."""
+    """SIGKILL the crop ``proc`` once ``lines`` clips are journalled in ``out`` and the next
+    clip's temporaries exist (so the kill lands mid-clip, not between two clips)."""
     try:
         deadline = time.monotonic() + 60
-        while journal_lines(out) < lines:
+        while journal_lines(out) < lines or not temporaries(out):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, f"fewer than {lines} clips finished in 60 s"
             time.sleep(0.01)
@@ -551,7 +556,7 @@ def test_cli_sigkill_then_rerun_redoes_only_the_clips_in_flight(videos, tmp_path
     kill_after_journal_lines(proc, out, 3)
     done = journal_lines(out)
     assert done < len(rows), "the run finished before the kill"
-    assert [p for p in out.rglob(".*") if ".tmp" in p.name], "expected the killed clip's temporaries"
+    assert temporaries(out), "expected the killed clip's temporaries"
     journalled = pd.concat([pd.read_json(p, lines=True) for p in out.glob(".manifest.parts/*.jsonl")])
     finished = {out / v: stamp(out / v) for v in journalled["video"]}
     # Final names only for journalled clips (plus, at most, the one renamed just before the kill).
@@ -661,7 +666,7 @@ def test_dvc_status_is_clean_after_a_killed_crop_and_a_rerun(videos, tmp_path):
     proc = subprocess.Popen([str(venv_bin / "fomm"), "crop", "clips.parquet", "--videos", "videos", "--out", "clips"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_after_journal_lines(proc, tmp_path / "clips", 2)
-    assert [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name]
+    assert temporaries(tmp_path / "clips")
     repro = run("dvc", "repro", "crop")
     assert "already done" in repro.stdout
     assert not [p for p in (tmp_path / "clips").rglob(".*") if ".tmp" in p.name or p.name.endswith(".parts")]
