@@ -8,10 +8,10 @@ needs (1.1M clips: ~41k shard files), and the index has one row per clip pointin
 So every random pair opens a different shard file, as it would on VoxCeleb2.
 
 Per size, in a fresh process (``--measure``): the time to build the index (``write_index``:
-compaction, Arrow and Parquet files) and to open it (map + group by person), then
+validation, Parquet and column files) and to open it (header + person groups), then
 ``FramePairDataset`` random pairs through a DataLoader with 0 and 2 persistent workers:
 pairs/s, RSS/PSS of the main process and of each worker (and the main process's RSS before the
-index was opened: torch alone is ~190 MB of it), open descriptors, shards opened. Prints one
+index was opened: torch alone is ~220 MB of it), open descriptors, shards opened. Prints one
 JSON object. Other processes on the machine make pairs/s noisy: rounds interleave the sizes
 and the best is kept, and CPU milliseconds per pair (all loader processes) are reported too.
 
@@ -33,17 +33,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fomm_core.clip_index import INDEX_SCHEMA, write_index  # noqa: E402
-from fomm_core.shard_file import SUFFIX, ShardFileWriter  # noqa: E402
-from pipeline.shard.config import ShardConfig  # noqa: E402
-from pipeline.shard.encode import encoder  # noqa: E402
+from fomm_core.clip_index import COMPACT_INDEX  # noqa: E402
+from fomm_core.shard_file import SUFFIX  # noqa: E402
+
+# The measuring process imports what a training process imports, nothing more: the builders
+# below import cv2, pyarrow and the shard stage inside the functions that need them.
 
 FACE = Path("/work/shared/faces/astronaut.png")
 SIZES = (40, 20_000, 200_000, 1_100_000)
@@ -56,6 +55,8 @@ MAX_OPEN_SHARDS = 64
 
 def face_frames(count: int, seed: int, size: int = 256) -> list[np.ndarray]:
     """``count`` BGR frames: a window drifting and zooming over the portrait's face, resized."""
+    import cv2
+
     image = cv2.imread(str(FACE))
     if image is None:
         raise SystemExit(f"{FACE}: not found")
@@ -74,6 +75,10 @@ def face_frames(count: int, seed: int, size: int = 256) -> list[np.ndarray]:
 
 def make_base_shards(root: Path) -> tuple[list[Path], dict]:
     """``UNIQUE_SHARDS`` real shard files of ``CLIPS_PER_SHARD`` clips each, default encoding."""
+    from fomm_core.shard_file import ShardFileWriter
+    from pipeline.shard.config import ShardConfig
+    from pipeline.shard.encode import encoder
+
     config = ShardConfig()
     encode = encoder(config)
     paths, sizes = [], []
@@ -93,6 +98,10 @@ def make_base_shards(root: Path) -> tuple[list[Path], dict]:
 
 def build_dataset(root: Path, clips: int, base: list[Path]) -> dict:
     """``root/shards`` (hard links to ``base``) and the index for ``clips`` clips; build seconds."""
+    import pyarrow as pa
+
+    from fomm_core.clip_index_build import INDEX_SCHEMA, write_index
+
     shard_dir = root / "shards"
     shard_dir.mkdir(parents=True)
     shards = -(-clips // CLIPS_PER_SHARD)
@@ -121,8 +130,8 @@ def build_dataset(root: Path, clips: int, base: list[Path]) -> dict:
     seconds = time.perf_counter() - started
     return {"clips": clips, "shard_files": shards, "index_build_s": round(seconds, 2),
             "index_parquet_mb": round((root / "index.parquet").stat().st_size / 1e6, 1),
-            "index_arrow_mb": round((root / "index.arrow").stat().st_size / 1e6, 1),
-            "index_bytes_per_clip": round((root / "index.arrow").stat().st_size / clips, 1)}
+            "index_cols_mb": round((root / COMPACT_INDEX).stat().st_size / 1e6, 1),
+            "index_bytes_per_clip": round((root / COMPACT_INDEX).stat().st_size / clips, 1)}
 
 
 # ---------------------------------------------------------------- measured in a fresh process

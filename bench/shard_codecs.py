@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loader import FolderPairs, pairs_per_second, read_pillow, write_png_folder  # noqa: E402  (bench/loader.py)
 from scale import face_frames  # noqa: E402  (bench/scale.py)
 
-from fomm_core.clip_index import INDEX_SCHEMA, features_path, write_index  # noqa: E402
+from fomm_core.clip_index import features_path  # noqa: E402
+from fomm_core.clip_index_build import INDEX_SCHEMA, write_index  # noqa: E402
 from fomm_core.data import FramePairDataset  # noqa: E402
 from fomm_core.shard_file import SUFFIX, ShardFileWriter  # noqa: E402
 from pipeline.shard.frames import iter_frames  # noqa: E402

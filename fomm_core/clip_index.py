@@ -1,53 +1,48 @@
-"""The shard index as columnar arrays: ~80 bytes per clip, memory-mapped and shared by processes.
+"""The shard index as fixed-width columns read with ``pread``: no per-clip memory in any process.
 
 ``index.parquet`` (one row per clip, the contract) is what people and tools read. Beside it
-``fomm shard`` writes ``index.arrow``: the same rows as an uncompressed Arrow IPC file with
-repeated strings dictionary-encoded and ``row_end``/``features`` left out (derived), so every
-process (DataLoader workers, torchrun ranks) maps the same pages instead of holding its own
-copy, and a spawned worker receives a path, not a pickle of the index. ``index.arrow`` records
-the SHA-256 of the ``index.parquet`` it was written with; an index without a matching
-``index.arrow`` (older shards, hand-made or edited tables) is compacted in memory instead.
+``fomm shard`` writes ``index.cols`` (built by :mod:`fomm_core.clip_index_build`): the same rows
+as little-endian columns, strings as offsets + bytes, repeated strings as codes into sorted
+dictionaries, plus what readers would otherwise compute over every row: each partition's rows,
+the clips ``FramePairDataset`` samples (2+ frames) grouped by person, and the clip ids' sort
+order. A clip's fields are a few ``pread`` calls (~1 us each, next to ~1.5 ms to decode a pair).
 
-At VoxCeleb2's 1.1M clips the mapped index is ~90 MB in total, against ~1.4 GB of Python objects
-per process when each row was a dataclass. :class:`ClipEntry` objects are built per access.
+Why not a memory map: on this kernel a fault maps a whole large folio of the page cache (~2 MB),
+so ~100 random rows put the entire 92 MB file of VoxCeleb2's 1.1M clips into every process's
+RSS. Pages read with ``pread`` stay in the shared page cache and count against no process, and
+the descriptor is safe to share with forked DataLoader workers (no file position). Nothing here
+imports pyarrow (~40 MB per process); an index without a matching ``index.cols`` (older shards,
+hand-made or edited tables) is encoded in memory by the build module instead.
+
+Layout: ``MAGIC`` (8 bytes), header length (uint64), JSON header ``{"format", "rows",
+"parquet_sha256", "features", "partitions", "columns": {name: [dtype, offset, count]}}``, then
+the columns, each 64-byte aligned; offsets count from the first byte after the padded header.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from bisect import bisect_left
-from dataclasses import dataclass, fields
+import struct
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .atomic import atomic_path
 from .errors import FommError
 
 INDEX = "index.parquet"
-COMPACT_INDEX = "index.arrow"
-PARQUET_SHA_KEY = b"fomm.index_parquet_sha256"
-FEATURES_KEY = b"fomm.features"
+COMPACT_INDEX = "index.cols"
+LEGACY_COMPACT_INDEX = "index.arrow"  # what fomm shard wrote before index.cols; never read
 FEATURES_SUBDIR = "features"
-
-INDEX_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("person_id", pa.string()), ("video_id", pa.string()),
-    ("partition", pa.string()), ("shard", pa.string()), ("row_start", pa.int64()),
-    ("row_end", pa.int64()), ("num_frames", pa.int32()), ("fps", pa.float64()),
-    ("image_format", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
-    ("features", pa.string()), ("has_groundtruth", pa.bool_()),
-])
-_DICT32 = pa.dictionary(pa.int32(), pa.string())
-_DICT8 = pa.dictionary(pa.int8(), pa.string())
-COMPACT_TYPES = {
-    "clip_id": pa.string(), "person_id": _DICT32, "video_id": _DICT32, "partition": _DICT8,
-    "shard": _DICT32, "row_start": pa.int64(), "num_frames": pa.int32(), "fps": pa.float64(),
-    "image_format": _DICT8, "height": pa.int32(), "width": pa.int32(), "has_groundtruth": pa.bool_(),
-}
+MAGIC = b"FOMMIDX1"
+FORMAT = "fomm-index/1"
+ALIGN = 64
+_HEAD = struct.Struct("<8sQ")
+_MAX_HEADER = 64 << 20
+_ITEMS_PER_BLOCK = 1 << 16  # iteration reads this many items at a time
 
 
 @dataclass(frozen=True)
@@ -75,124 +70,170 @@ def features_path(partition: str, clip_id: str) -> str:
     return f"{FEATURES_SUBDIR}/{partition}/{clip_id}.npz"
 
 
-def _unsafe(rel: str) -> bool:
+def unsafe_relative_path(rel: str) -> bool:
+    """True when ``rel`` could leave the shard folder (absolute, ``..``, backslashes, empty)."""
     path = PurePosixPath(rel)
     return not rel or path.is_absolute() or ".." in path.parts or "\\" in rel
 
 
-def compact(table: pa.Table, where: str) -> pa.Table:
-    """Index rows (``INDEX_SCHEMA`` columns, any order of rows) to the compact columnar form.
-
-    Validates what readers rely on: no nulls, ``row_end == row_start + num_frames``, and paths
-    that stay inside the shard folder. ``features`` is dropped when it is the canonical
-    ``features/{partition}/{clip_id}.npz`` of every row (schema metadata says which).
-    """
-    names = [f.name for f in fields(ClipEntry)]
-    missing = [n for n in names if n not in table.column_names]
-    if missing:
-        raise FommError(f"{where}: missing column(s) {', '.join(missing)}; re-run `dvc repro shard`")
-
-    def bad(what: str) -> FommError:
-        return FommError(f"{where}: {what}; re-run `dvc repro shard`")
-
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        column = table.column(name).combine_chunks()
-        if column.null_count:
-            raise bad(f"column {name} has empty values")
-        if pa.types.is_dictionary(column.type):
-            column = column.dictionary_decode()
-        columns[name] = column
-    try:
-        for name in ("row_start", "row_end"):
-            columns[name] = columns[name].cast(pa.int64())
-        for name in ("num_frames", "height", "width"):
-            columns[name] = columns[name].cast(pa.int32())
-        for name in ("clip_id", "person_id", "video_id", "partition", "shard", "image_format", "features"):
-            columns[name] = columns[name].cast(pa.string())
-        columns["fps"] = columns["fps"].cast(pa.float64())
-        columns["has_groundtruth"] = columns["has_groundtruth"].cast(pa.bool_())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise bad(str(exc)) from None
-    ids, partitions = columns["clip_id"], columns["partition"]
-    if len(table):
-        ends = pc.add(columns["row_start"], columns["num_frames"].cast(pa.int64()))
-        if not pc.all(pc.equal(ends, columns["row_end"])).as_py():
-            raise bad("row_end != row_start + num_frames")
-        if pc.min(columns["row_start"]).as_py() < 0 or pc.min(columns["num_frames"]).as_py() < 0:
-            raise bad("negative row numbers")
-        for values in (ids, partitions):
-            if (pc.any(pc.match_substring(values, "/")).as_py() or pc.any(pc.match_substring(values, "\\")).as_py()
-                    or pc.any(pc.starts_with(values, ".")).as_py() or pc.any(pc.equal(values, "")).as_py()):
-                raise bad("a clip_id or partition is not a plain name")
-    canonical = pc.binary_join_element_wise(
-        FEATURES_SUBDIR, partitions, pc.binary_join_element_wise(ids, "npz", "."), "/")
-    features = columns["features"]
-    keep_features = bool(len(table)) and not pc.all(pc.equal(features, canonical)).as_py()
-    out: dict[str, pa.Array] = {}
-    try:
-        for name, kind in COMPACT_TYPES.items():
-            column = columns[name]
-            out[name] = column.dictionary_encode().cast(kind) if pa.types.is_dictionary(kind) else column
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. > 127 partitions
-        raise bad(str(exc)) from None
-    for rel in out["shard"].dictionary.to_pylist():
-        if _unsafe(rel):
-            raise bad(f"shard path {rel!r} leaves the shard folder")
-    if keep_features:
-        for rel in features.to_pylist():
-            if _unsafe(rel):
-                raise bad(f"features path {rel!r} leaves the shard folder")
-        out["features"] = features
-    return pa.table(out).replace_schema_metadata({FEATURES_KEY: b"column" if keep_features else b"canonical"})
+def aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
 
 
-def _sha256(path: Path) -> bytes:
+def parquet_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest().encode()
+    return digest.hexdigest()
 
 
-def write_index(root: str | os.PathLike, rows: pa.Table) -> None:
-    """Publish ``index.arrow`` then ``index.parquet`` (each renamed into place; the Parquet last).
+# ------------------------------------------------------------------ where the bytes come from
+class FileSource:
+    """``pread`` on one descriptor; pickles as the path and reopens the same file (or refuses)."""
 
-    ``rows`` has ``INDEX_SCHEMA``'s columns in the order readers should see the clips. The
-    Arrow file records the SHA-256 of the Parquet file it goes with, so any later change to
-    ``index.parquet`` (a rebuild, a hand edit) makes readers ignore the stale Arrow file.
+    def __init__(self, path: str | os.PathLike, identity: tuple[int, int, int] | None = None):
+        self.path = str(path)
+        self.fd = -1
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if identity is not None and tuple(identity) != self.identity:
+            self.close()
+            raise FommError(f"{self.path} changed while in use (a new `fomm shard`?); start the run again")
+
+    def read(self, offset: int, size: int) -> bytes:
+        chunks = []
+        while size > 0:
+            chunk = os.pread(self.fd, min(size, 1 << 30), offset)
+            if not chunk:
+                raise FommError(f"{self.path}: truncated; re-run `dvc repro shard`")
+            chunks.append(chunk)
+            offset += len(chunk)
+            size -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __reduce__(self):
+        return FileSource, (self.path, self.identity)
+
+
+class BytesSource:
+    """The same layout held in memory (an index encoded on the fly)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.size = len(data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset:offset + size]
+
+
+Source = FileSource | BytesSource
+
+
+# ------------------------------------------------------------------ columns
+class Column:
+    """A fixed-width column; items are read when asked for and not kept.
+
+    Supports what the readers use of a numpy array: ``len``, ``col[i]`` (a numpy scalar),
+    ``col[a:b]`` (a view, still unread), iteration and ``np.asarray(col)`` (reads it all).
     """
-    root = Path(root)
-    rows = rows.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
-    table = compact(rows, str(root / INDEX)).combine_chunks()
-    with atomic_path(root / INDEX) as parquet_tmp:
-        pq.write_table(rows, parquet_tmp, compression="zstd")
-        tagged = table.replace_schema_metadata({**table.schema.metadata, PARQUET_SHA_KEY: _sha256(parquet_tmp)})
-        with atomic_path(root / COMPACT_INDEX) as arrow_tmp:
-            with pa.OSFile(str(arrow_tmp), "wb") as sink, pa.ipc.new_file(sink, tagged.schema) as writer:
-                writer.write_table(tagged, max_chunksize=max(1, len(tagged)))
+
+    __slots__ = ("source", "dtype", "offset", "count")
+
+    def __init__(self, source: Source, dtype: np.dtype, offset: int, count: int):
+        self.source, self.dtype, self.offset, self.count = source, dtype, offset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        stop = self.count if stop is None else min(stop, self.count)
+        if stop <= start:
+            return np.zeros(0, self.dtype)
+        size = self.dtype.itemsize
+        return np.frombuffer(self.source.read(self.offset + start * size, (stop - start) * size), self.dtype)
+
+    def read_bytes(self, start: int, stop: int) -> bytes:
+        """Raw bytes ``[start, stop)`` of a uint8 column (string data)."""
+        return self.source.read(self.offset + start, stop - start)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(self.count)
+            if step != 1:
+                return self.read()[k]
+            size = self.dtype.itemsize
+            return Column(self.source, self.dtype, self.offset + start * size, max(0, stop - start))
+        k = int(k)
+        if k < 0:
+            k += self.count
+        if not 0 <= k < self.count:
+            raise IndexError(f"row {k} outside 0..{self.count - 1}")
+        return self.read(k, k + 1)[0]
+
+    def __iter__(self) -> Iterator:
+        for first in range(0, self.count, _ITEMS_PER_BLOCK):
+            yield from self.read(first, first + _ITEMS_PER_BLOCK)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        values = self.read()
+        return values if dtype is None else values.astype(dtype)
 
 
-def _numpy(array: pa.Array) -> np.ndarray:
-    """Zero-copy numpy view of a fixed-width Arrow array without nulls.
+class Strings:
+    """A string column: ``offsets`` (n + 1) into UTF-8 ``data``."""
 
-    (``Array.to_numpy`` would do, but it imports pandas: +50 MB in every process.)
+    def __init__(self, offsets: Column, data: Column):
+        self.offsets, self.data = offsets, data
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> str:
+        k = int(k)
+        if not 0 <= k < len(self):
+            raise IndexError(f"string {k} outside 0..{len(self) - 1}")
+        start, stop = (int(v) for v in self.offsets.read(k, k + 2))
+        return self.data.read_bytes(start, stop).decode()
+
+    def to_list(self) -> list[str]:
+        """Every string (for small dictionaries only)."""
+        offsets, data = self.offsets.read(), self.data.read_bytes(0, len(self.data))
+        return [data[int(a):int(b)].decode() for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+@dataclass(frozen=True)
+class PairGroups:
+    """A partition's clips with 2+ frames, grouped by person (people sorted by id).
+
+    ``rows[starts[p]:starts[p + 1]]`` are the index rows of ``people[p]``'s clips, in index
+    order; ``pairable`` holds the same rows in index order.
     """
-    name = str(array.type)
-    dtype = np.dtype({"double": "float64", "float": "float32"}.get(name, name))
-    if len(array) == 0 or array.buffers()[1] is None:
-        return np.zeros(0, dtype=dtype)
-    data = np.frombuffer(array.buffers()[1], dtype=dtype)
-    return data[array.offset:array.offset + len(array)]
+
+    people: list[str]
+    starts: np.ndarray
+    rows: Column
+    pairable: Column
 
 
+# ------------------------------------------------------------------ the index
 class ClipIndex:
     """The clips of a shard folder as columns; :meth:`entry` builds one :class:`ClipEntry`."""
 
-    def __init__(self, root: str | os.PathLike, table: pa.Table, mapped: bool):
+    def __init__(self, root: str | os.PathLike, source: Source, on_disk: bool):
         self.root = Path(root)
-        self.mapped = mapped
-        self._set_table(table)
+        self.on_disk = on_disk
+        self._set_source(source)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> "ClipIndex":
@@ -200,111 +241,156 @@ class ClipIndex:
         index = root / INDEX
         if not index.is_file():
             raise FommError(f"{index}: shard index not found; run fomm shard first")
-        table = cls._mapped(root / COMPACT_INDEX, _sha256(index))
-        if table is not None:
-            return cls(root, table, mapped=True)
-        try:
-            rows = pq.read_table(index)
-        except (OSError, pa.ArrowException) as exc:
-            raise FommError(f"{index}: not a readable Parquet file ({exc}); re-run `dvc repro shard`") from None
-        return cls(root, compact(rows, str(index)), mapped=False)
+        source = cls._published(root / COMPACT_INDEX, parquet_sha256(index))
+        if source is not None:
+            return cls(root, source, on_disk=True)
+        from .clip_index_build import encode_parquet  # pyarrow, only for indexes without index.cols
+
+        return cls(root, BytesSource(encode_parquet(index)), on_disk=False)
 
     @staticmethod
-    def _mapped(path: Path, parquet_sha: bytes) -> pa.Table | None:
-        """The memory-mapped compact index when it is the one ``index.parquet`` was published with."""
+    def _published(path: Path, parquet_sha: str) -> FileSource | None:
+        """``index.cols`` when it is the one ``index.parquet`` was published with (else None)."""
         try:
-            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-        except (OSError, pa.ArrowException):
+            source = FileSource(path)
+        except OSError:
             return None
-        if (table.schema.metadata or {}).get(PARQUET_SHA_KEY) != parquet_sha:
+        try:
+            meta, _ = read_header(source, str(path))
+        except FommError:
+            meta = {}
+        if meta.get("parquet_sha256") != parquet_sha:
+            source.close()
             return None
-        return table
+        return source
 
-    def _set_table(self, table: pa.Table) -> None:
-        self.table = table
-        self.has_features_column = (table.schema.metadata or {}).get(FEATURES_KEY) == b"column"
+    def _set_source(self, source: Source) -> None:
+        where = str(self.root / (COMPACT_INDEX if self.on_disk else INDEX))
+        meta, columns = read_header(source, where)
+        self.source = source
+        self._columns = columns
+        self._rows = int(meta["rows"])
+        self.partitions: list[str] = list(meta["partitions"])
+        self.has_features_column = meta["features"] == "column"
 
-        def arr(name: str) -> pa.Array:
-            column = table.column(name)
-            return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        def strings(name: str) -> Strings:
+            return Strings(columns[f"{name}.offsets"], columns[f"{name}.data"])
 
-        self.clip_ids: pa.StringArray = arr("clip_id")
-        self._dicts = {n: arr(n) for n in ("person_id", "video_id", "partition", "shard", "image_format")}
-        # Zero-copy numpy views of the fixed-width columns (pages of the mapped file).
-        self.person_codes = _numpy(self._dicts["person_id"].indices)
-        self.partition_codes = _numpy(self._dicts["partition"].indices)
-        self.shard_codes = _numpy(self._dicts["shard"].indices)
-        self.row_start = _numpy(arr("row_start"))
-        self.num_frames = _numpy(arr("num_frames"))
-        self.fps = _numpy(arr("fps"))
-        self.height = _numpy(arr("height"))
-        self.width = _numpy(arr("width"))
-        self.has_groundtruth = arr("has_groundtruth")
-        self.features = arr("features") if self.has_features_column else None
-        self.persons: pa.StringArray = self._dicts["person_id"].dictionary
-        self.partitions: list[str] = self._dicts["partition"].dictionary.to_pylist()
-        self._order: np.ndarray | None = None  # clip-id sort order, built on the first lookup
+        self.clip_ids = strings("clip_id")
+        self.person_codes = columns["person_id.codes"]
+        self.persons = strings("person_id.dict")
+        self.video_codes = columns["video_id.codes"]
+        self.videos = strings("video_id.dict")
+        self.shard_codes = columns["shard.codes"]
+        self.shards = strings("shard.dict")
+        self.partition_codes = columns["partition.codes"]
+        self.image_format_codes = columns["image_format.codes"]
+        self.image_formats = strings("image_format.dict").to_list()
+        self.row_start = columns["row_start"]
+        self.num_frames = columns["num_frames"]
+        self.fps = columns["fps"]
+        self.height = columns["height"]
+        self.width = columns["width"]
+        self.has_groundtruth = columns["has_groundtruth"]
+        self.features = strings("features") if self.has_features_column else None
+        self._sorted = columns["clip_id.sorted"]
 
     def __getstate__(self) -> dict:
-        # A mapped index travels as its path: the other process maps the same pages.
-        return {"root": self.root, "mapped": self.mapped, "table": None if self.mapped else self.table}
+        # On disk it travels as its path: the other process reads the same page cache.
+        return {"root": self.root, "on_disk": self.on_disk, "source": self.source}
 
     def __setstate__(self, state: dict) -> None:
-        self.root, self.mapped = state["root"], state["mapped"]
-        if state["table"] is not None:
-            self._set_table(state["table"])
-            return
-        reopened = ClipIndex.open(self.root)
-        self.mapped = reopened.mapped
-        self._set_table(reopened.table)
+        self.root, self.on_disk = state["root"], state["on_disk"]
+        self._set_source(state["source"])
 
     def __len__(self) -> int:
-        return len(self.clip_ids)
+        return self._rows
 
     def clip_id(self, row: int) -> str:
-        return self.clip_ids[row].as_py()
+        return self.clip_ids[row]
 
     def shard(self, row: int) -> str:
-        return self._dicts["shard"].dictionary[int(self.shard_codes[row])].as_py()
+        return self.shards[int(self.shard_codes[row])]
 
-    def partition_rows(self, partition: str | None) -> np.ndarray:
-        """Row numbers (int64) of one partition's clips, or of all clips, in index order."""
+    def partition_rows(self, partition: str | None) -> range | Column:
+        """Row numbers of one partition's clips, or of all clips, in index order (read lazily)."""
         if partition is None:
-            return np.arange(len(self), dtype=np.int64)
+            return range(len(self))
         if partition not in self.partitions:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(self.partition_codes == self.partitions.index(partition))
+            return self._columns["empty"]
+        return self._columns[f"part.{self.partitions.index(partition)}.rows"]
+
+    def pair_groups(self, partition: str) -> PairGroups:
+        """The clips ``FramePairDataset`` samples from, grouped by person (see :class:`PairGroups`)."""
+        if partition not in self.partitions:
+            empty = self._columns["empty"]
+            return PairGroups([], np.zeros(1, np.int64), empty, empty)
+        part = f"part.{self.partitions.index(partition)}"
+        people = self._columns[f"{part}.people"].read()
+        return PairGroups(people=[self.persons[int(code)] for code in people],
+                          starts=self._columns[f"{part}.starts"].read().astype(np.int64),
+                          rows=self._columns[f"{part}.by_person"], pairable=self._columns[f"{part}.pairable"])
 
     def entry(self, row: int) -> ClipEntry:
         row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} outside 0..{len(self) - 1}")
         clip_id = self.clip_id(row)
         partition = self.partitions[int(self.partition_codes[row])]
         start, frames = int(self.row_start[row]), int(self.num_frames[row])
         return ClipEntry(
-            clip_id=clip_id,
-            person_id=self.persons[int(self.person_codes[row])].as_py(),
-            video_id=self._dicts["video_id"][row].as_py(),
+            clip_id=clip_id, person_id=self.persons[int(self.person_codes[row])],
+            video_id=self.videos[int(self.video_codes[row])],
             partition=partition, shard=self.shard(row), row_start=start, row_end=start + frames,
-            num_frames=frames, fps=float(self.fps[row]), image_format=self._dicts["image_format"][row].as_py(),
+            num_frames=frames, fps=float(self.fps[row]),
+            image_format=self.image_formats[int(self.image_format_codes[row])],
             height=int(self.height[row]), width=int(self.width[row]),
-            features=self.features[row].as_py() if self.features is not None else features_path(partition, clip_id),
-            has_groundtruth=bool(self.has_groundtruth[row].as_py()),
+            features=self.features[row] if self.features is not None else features_path(partition, clip_id),
+            has_groundtruth=bool(self.has_groundtruth[row]),
         )
 
     def find(self, clip_id: str) -> int | None:
-        """Row number of ``clip_id`` (binary search over a sort order built once), or ``None``."""
-        if self._order is None:
-            self._order = _numpy(pc.sort_indices(self.clip_ids)).astype(np.int64 if len(self) >= 2**31 else np.int32)
-        order, ids = self._order, self.clip_ids
-
-        class _Sorted:
-            def __len__(self) -> int:
-                return len(order)
-
-            def __getitem__(self, k: int) -> str:
-                return ids[int(order[k])].as_py()
-
-        k = bisect_left(_Sorted(), clip_id)
-        if k < len(order) and ids[int(order[k])].as_py() == clip_id:
-            return int(order[k])
+        """Row number of ``clip_id``: binary search over the stored sort order (~20 steps)."""
+        lo, hi = 0, len(self._sorted)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.clip_ids[int(self._sorted[mid])] < clip_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self._sorted):
+            row = int(self._sorted[lo])
+            if self.clip_ids[row] == clip_id:
+                return row
         return None
+
+
+def read_header(source: Source, where: str) -> tuple[dict, dict[str, Column]]:
+    """The header of an index in ``source`` and its columns, each checked to lie inside it."""
+
+    def bad(what: str) -> FommError:
+        return FommError(f"{where}: {what}; re-run `dvc repro shard`")
+
+    head = source.read(0, _HEAD.size)
+    if len(head) != _HEAD.size:
+        raise bad("too short to be an index")
+    magic, length = _HEAD.unpack(head)
+    if magic != MAGIC or length > _MAX_HEADER or _HEAD.size + length > source.size:
+        raise bad("not an index.cols file")
+    try:
+        meta = json.loads(source.read(_HEAD.size, length))
+        if meta.get("format") != FORMAT:
+            raise bad(f"index format {meta.get('format')!r}, this fomm reads {FORMAT!r}")
+        data_start = aligned(_HEAD.size + length)
+        columns = {}
+        for name, (dtype, offset, count) in meta["columns"].items():
+            dt = np.dtype(dtype)
+            if dt.kind not in "uif" or dt.byteorder == ">" or not 0 <= offset or not 0 <= count:
+                raise bad(f"column {name} has an unusable layout")
+            if data_start + offset + count * dt.itemsize > source.size:
+                raise bad(f"column {name} runs past the end of the file")
+            columns[name] = Column(source, dt, data_start + offset, int(count))
+        int(meta["rows"]), list(meta["partitions"]), meta["features"]  # noqa: B018 (present)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise bad(f"unreadable header ({type(exc).__name__})") from None
+    return meta, columns

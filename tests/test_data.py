@@ -239,9 +239,9 @@ def test_store_survives_pickling_and_fork(shards):
     store.read_frames(clip, [0])  # opens a file handle in this process
     assert store.open_shards == 1
     payload = pickle.dumps(store)
-    assert len(payload) < 2000  # the memory-mapped index travels as its path, not its rows
+    assert len(payload) < 2000  # the on-disk index travels as its path, not its rows
     clone = pickle.loads(payload)
-    assert clone.open_shards == 0 and clone.index.mapped
+    assert clone.open_shards == 0 and clone.index.on_disk
     np.testing.assert_array_equal(clone.read_frames(clip.clip_id, [1])[0], frames[clip.clip_id][1])
     # Workers forked after the parent opened the files read correct frames too.
     ds = FramePairDataset(store, "train", id_sampling=False)
@@ -292,7 +292,8 @@ def _tiny_shards(root: Path, shards: int, frames: int = 3) -> None:
     import cv2
     import pyarrow as pa
 
-    from fomm_core.clip_index import INDEX_SCHEMA, features_path, write_index
+    from fomm_core.clip_index import features_path
+    from fomm_core.clip_index_build import INDEX_SCHEMA, write_index
     from fomm_core.shard_file import ShardFileWriter
 
     (root / "shards").mkdir(parents=True)
@@ -385,25 +386,90 @@ def test_a_shard_deleted_after_indexing_is_one_line_naming_it(shards, tmp_path):
     assert one_line(caught.value) == message
 
 
-def test_index_is_memory_mapped_compact_and_falls_back_without_its_arrow_file(shards, tmp_path):
+def test_index_columns_match_the_parquet_rows_and_fall_back_without_their_file(shards, tmp_path):
     import shutil
 
     import pyarrow.parquet as pq
 
+    from fomm_core.clip_index import ClipEntry
+
     root, _ = shards
     store = ShardStore(root)
-    assert store.index.mapped and store.clip(TEST[0].clip_id).partition == "test"
-    assert (root / "index.arrow").stat().st_size / len(OK) < 1000  # tiny set: dictionaries dominate
+    rows = pq.read_table(root / "index.parquet").to_pylist()
+    assert store.index.on_disk and [vars(e) for e in store.clips] == rows
+    assert [vars(e) for e in store.select("test")] == [r for r in rows if r["partition"] == "test"]
+    for row, clip in enumerate(rows):
+        assert store.index.find(clip["clip_id"]) == row
+    assert store.index.find("id99999#nope#000000#000001") is None and store.index.find("") is None
+    assert (root / "index.cols").stat().st_size / len(OK) < 2000  # tiny set: the header dominates
+    # The pairs FramePairDataset draws: clips with 2+ frames, grouped by person, people sorted.
+    groups = store.index.pair_groups("train")
+    train = [r for r in rows if r["partition"] == "train" and r["num_frames"] >= 2]
+    assert groups.people == sorted({r["person_id"] for r in train})
+    for p, person in enumerate(groups.people):
+        mine = [i for i, r in enumerate(rows) if r in train and r["person_id"] == person]
+        assert list(groups.rows[int(groups.starts[p]):int(groups.starts[p + 1])]) == mine
+    assert list(groups.pairable) == [i for i, r in enumerate(rows) if r in train]
+
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    (copy / "index.arrow").unlink()  # an index written by hand or by an older fomm shard
+    (copy / "index.cols").unlink()  # an index written by hand or by an older fomm shard
     legacy = ShardStore(copy)
-    assert not legacy.index.mapped
-    assert list(legacy.clips) == list(store.clips)
-    # A stale index.arrow (not the one index.parquet was published with) is never used.
+    assert not legacy.index.on_disk
+    assert list(legacy.clips) == list(store.clips) and all(isinstance(c, ClipEntry) for c in legacy.clips)
+    assert pickle.loads(pickle.dumps(legacy)).clip(rows[3]["clip_id"]) == store.clip(rows[3]["clip_id"])
+    # A stale index.cols (not the one index.parquet was published with) is never used...
     pq.write_table(pq.read_table(root / "index.parquet").slice(0, 2), copy / "index.parquet")
-    shutil.copy(root / "index.arrow", copy / "index.arrow")
-    assert len(ShardStore(copy).clips) == 2 and not ShardStore(copy).index.mapped
+    shutil.copy(root / "index.cols", copy / "index.cols")
+    assert len(ShardStore(copy).clips) == 2 and not ShardStore(copy).index.on_disk
+    # ...nor a damaged one.
+    shutil.copy(root / "index.parquet", copy / "index.parquet")
+    for damage in (b"", b"FOMMIDX1" + b"\xff" * 8, (root / "index.cols").read_bytes()[:200]):
+        (copy / "index.cols").write_bytes(damage)
+        damaged = ShardStore(copy)
+        assert not damaged.index.on_disk and list(damaged.clips) == list(store.clips)
+
+
+def test_a_pickled_index_refuses_a_replaced_file(shards, tmp_path):
+    import shutil
+
+    root, _ = shards
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    payload = pickle.dumps(ShardStore(copy).select("train"))
+    fresh = copy / "index.cols.new"
+    shutil.copy(copy / "index.cols", fresh)
+    fresh.replace(copy / "index.cols")  # what a new `fomm shard` publishing under a running job looks like
+    with pytest.raises(FommError, match="changed while in use"):
+        pickle.loads(payload)
+
+
+_LOADER_IMPORTS = r"""
+import json, sys
+from fomm_core.data import FramePairDataset
+ds = FramePairDataset(sys.argv[1], "train")
+before = {m: m in sys.modules for m in ("pyarrow", "cv2")}
+ds[0]
+print(json.dumps({"before": before, "after": {m: m in sys.modules for m in ("pyarrow", "cv2")}}))
+"""
+
+
+def test_the_loader_never_imports_pyarrow_and_opencv_only_to_decode(shards):
+    """Each training process and worker pays for torch; pyarrow (~40 MB) and cv2 (~16 MB) stay out
+    of processes that do not need them (a main process whose workers decode never loads cv2)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from _shard_helpers import REPO
+
+    root, _ = shards
+    out = subprocess.run([sys.executable, "-c", _LOADER_IMPORTS, str(root)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"before": {"pyarrow": False, "cv2": False},
+                                      "after": {"pyarrow": False, "cv2": True}}
 
 
 def test_persistent_workers_see_each_new_epoch(shards):

@@ -348,13 +348,14 @@ def test_rerun_with_nothing_changed_encodes_nothing_and_a_changed_clip_redoes_it
     from _shard_helpers import make_mp4
 
     make_mp4(tmp_path / "clips" / "train" / f"{CLIPS[0].clip_id}.mp4", CLIPS[0].frames + 1, hue=200)
+    (tmp_path / "out" / "index.arrow").write_bytes(b"ARROW1")  # the column index of an older fomm shard
     changed = run_shard(tmp_path, "clips", "--out", "out")
     assert changed.returncode == 0, changed.stderr
     assert _summary_counts(changed.stdout) == (2, 2)
     after = all_files(tmp_path / "out")
-    assert after.keys() == before.keys()
+    assert after.keys() == before.keys()  # the older index went with the index it belonged to
     assert {k for k in after if after[k] != before[k]} == {
-        "index.parquet", "index.arrow", "shards/shard-00000.frames", f"features/train/{CLIPS[0].clip_id}.npz"}
+        "index.parquet", "index.cols", "shards/shard-00000.frames", f"features/train/{CLIPS[0].clip_id}.npz"}
 
 
 def test_an_output_folder_not_written_by_shard_is_refused_and_stale_temporaries_are_removed(tmp_path):

@@ -87,40 +87,29 @@ class FramePairDataset(Dataset):
         self._group_by_person()
 
     def _group_by_person(self) -> None:
-        """Arrays, not per-clip objects: rows of usable clips, and those rows grouped by person.
+        """People and their clips, as the index stores them (nothing computed over all rows).
 
         ``_by_person[_person_start[p]:_person_start[p + 1]]`` are person ``p``'s clips in index
-        order; people are sorted by id. ~8 bytes per clip, rebuilt (not pickled) in a spawned worker.
+        order; people are sorted by id. Only ``_person_start`` (one number per person) is held
+        in memory; clip rows are read from the index when an item needs them.
         """
-        index = self.store.index
-        rows = index.partition_rows(self.partition)
-        rows = rows[index.num_frames[rows] >= 2].astype(np.int32 if len(index) < 2**31 else np.int64)
-        if not len(rows):
+        groups = self.store.index.pair_groups(self.partition)
+        if not len(groups.rows):
             raise FommError(f"{self.store.root}: no clips with 2+ frames in partition {self.partition!r}")
-        used, person = np.unique(index.person_codes[rows], return_inverse=True)
-        names = [index.persons[int(code)].as_py() for code in used]
-        by_name = np.array(sorted(range(len(used)), key=names.__getitem__), dtype=np.int64)
-        self.people = [names[k] for k in by_name]
-        rank = np.empty(len(used), dtype=np.int32)
-        rank[by_name] = np.arange(len(used), dtype=np.int32)
-        person = rank[person]
-        order = np.argsort(person, kind="stable")
-        self._by_person = rows[order]
-        self._person_start = np.searchsorted(person[order], np.arange(len(used) + 1))
-        del person, order
-        self.clips: Sequence[ClipEntry] = ClipSeq(index, rows)
+        self.people = groups.people
+        self._by_person = groups.rows
+        self._person_start = groups.starts
+        self.clips: Sequence[ClipEntry] = ClipSeq(self.store.index, groups.pairable)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        if isinstance(state["clips"], ClipSeq):  # derived arrays: rebuilt from the mapped index
-            for key in ("clips", "people", "_by_person", "_person_start"):
-                state.pop(key)
+        for key in ("clips", "people", "_by_person", "_person_start"):  # rebuilt from the index
+            state.pop(key)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        if "clips" not in state:
-            self._group_by_person()
+        self._group_by_person()
 
     def __len__(self) -> int:
         return len(self.people) if self.id_sampling else len(self.clips)

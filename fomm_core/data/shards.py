@@ -1,10 +1,11 @@
 """The shard index and a random-access frame reader over the shard files.
 
-Memory does not grow with the data: the index is columnar and memory-mapped
+Memory does not grow with the data: the index is read column by column with ``pread``
 (:mod:`fomm_core.clip_index`), clips become :class:`ClipEntry` objects only when asked for, and
 at most ``max_open_shards`` shard files are open per process (least recently used closed
-first), so VoxCeleb2's ~30k-160k shards never exhaust descriptors or memory maps. Reading a
-frame costs two ``pread`` calls on a cached descriptor (:mod:`fomm_core.shard_file`).
+first), so VoxCeleb2's ~30k-160k shards never exhaust descriptors. Reading a frame costs two
+``pread`` calls on a cached descriptor (:mod:`fomm_core.shard_file`). OpenCV is imported at the
+first decode, so a training process whose DataLoader workers decode never loads it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence, overload
 
-import cv2
 import numpy as np
 
-from ..clip_index import INDEX, ClipEntry, ClipIndex
+from ..clip_index import INDEX, ClipEntry, ClipIndex, Column
 from ..errors import FommError
 from ..shard_file import ShardFile
 
@@ -26,14 +26,16 @@ __all__ = ["ClipEntry", "ClipSeq", "DEFAULT_MAX_OPEN_SHARDS", "ShardStore", "dec
 # 64 descriptors per process (times DataLoader workers and ranks) stays far below the usual
 # `ulimit -n` of 1024; a shard opens in ~20 us, so a miss costs little next to two decodes.
 DEFAULT_MAX_OPEN_SHARDS = 64
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray:
     """JPEG/PNG/WebP bytes to an RGB uint8 (H, W, 3) array."""
+    import cv2  # here, not at import: ~16 MB that a process which never decodes does not need
+
     buf = np.frombuffer(data, dtype=np.uint8)
-    if _IMREAD_RGB is not None:
-        img = cv2.imdecode(buf, _IMREAD_RGB)
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    if rgb is not None:
+        img = cv2.imdecode(buf, rgb)
     else:  # older OpenCV
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         if img is not None:
@@ -46,7 +48,7 @@ def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray:
 class ClipSeq(Sequence[ClipEntry]):
     """Clips at some rows of the index, as a sequence; each item is built when accessed."""
 
-    def __init__(self, index: ClipIndex, rows: np.ndarray):
+    def __init__(self, index: ClipIndex, rows: range | Column | np.ndarray):
         self.index = index
         self.rows = rows
 

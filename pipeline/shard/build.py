@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fomm_core.atomic import atomic_path
-from fomm_core.clip_index import COMPACT_INDEX, FEATURES_SUBDIR, INDEX, INDEX_SCHEMA, features_path, write_index
+from fomm_core.clip_index import COMPACT_INDEX, FEATURES_SUBDIR, INDEX, LEGACY_COMPACT_INDEX, features_path
+from fomm_core.clip_index_build import INDEX_SCHEMA, write_index
 from fomm_core.errors import FommError
 from fomm_core.shard_file import SUFFIX, ShardFile, ShardFileWriter, read_clip_table
 
@@ -78,6 +79,7 @@ class _Context:
         if not self.unpublished:
             (self.out / INDEX).unlink(missing_ok=True)
             (self.out / COMPACT_INDEX).unlink(missing_ok=True)
+            (self.out / LEGACY_COMPACT_INDEX).unlink(missing_ok=True)  # an older fomm shard's
             self.unpublished = True
 
 

@@ -53,7 +53,7 @@ def command(
 
     Writes OUT/shards/shard-NNNNN.frames (a clip's encoded frames back to back, their offsets and
     the clips they hold), OUT/features/{partition}/{clip_id}.npz (16 kHz audio, 100 Hz log-mel,
-    synthetic ground truth when given) and, last, OUT/index.parquet + OUT/index.arrow (one row per
+    synthetic ground truth when given) and, last, OUT/index.parquet + OUT/index.cols (one row per
     clip). A killed or repeated run keeps every finished shard and clip and continues; the same
     input gives byte-identical output however many workers or parts made it.
     """
