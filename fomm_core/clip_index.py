@@ -390,7 +390,9 @@ def read_header(source: Source, where: str) -> tuple[dict, dict[str, Column]]:
             if data_start + offset + count * dt.itemsize > source.size:
                 raise bad(f"column {name} runs past the end of the file")
             columns[name] = Column(source, dt, data_start + offset, int(count))
-        int(meta["rows"]), list(meta["partitions"]), meta["features"]  # noqa: B018 (present)
+        if int(meta["rows"]) < 0 or not isinstance(meta["partitions"], list) \
+                or meta["features"] not in ("canonical", "column"):
+            raise bad("inconsistent header")
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
         raise bad(f"unreadable header ({type(exc).__name__})") from None
     return meta, columns
