@@ -63,6 +63,16 @@ def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comple
     return result
 
 
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Assert a CLI run failed with exit 2 and one stderr line (no traceback) holding ``fragments``."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 def run_in_process(args: list[str], cwd: Path):
     """The `fomm` CLI in this process (no interpreter start-up): a result with returncode, stdout, stderr.
 

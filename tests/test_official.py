@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from _inference_helpers import ffprobe_streams, make_image, make_video, run_cli, run_in_process, save_tiny_checkpoint
+from _inference_helpers import (ffprobe_streams, make_image, make_video, one_line_error, run_cli, run_in_process,
+                                save_tiny_checkpoint)
 from _official_helpers import (OFFICIAL_MODEL_PARAMS, official_layout, official_state, official_yaml,
                                tiny_model_params, write_official)
 from fomm_core.checkpoint import load_inference_models, read_checkpoint, save_checkpoint
@@ -286,15 +287,6 @@ def test_export_of_a_trained_checkpoint_reorders_adam_states_to_the_original_par
 # ---------------------------------------------------------------- the two commands
 
 
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 def test_cli_import_animate_export(tmp_path):
     source, config = write_official(tmp_path / "official", tiny_model_params("vox-adv-256"), "vox-adv-256",
                                     frame_size=SIZE)
@@ -343,9 +335,9 @@ def test_cli_refuses_without_touching_anything(tmp_path):
     assert run_in_process(["import-checkpoint", str(source), "--config", str(config), "--out", "imported.pt"],
                      tmp_path).returncode == 0
     for args, message in refused.items():
-        _one_line_error(run_in_process(list(args), tmp_path), message)
+        one_line_error(run_in_process(list(args), tmp_path), message)
     # The real process too: one line on stderr, exit code 2.
-    _one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(precious)],
+    one_line_error(run_cli(["import-checkpoint", str(source), "--config", str(config), "--out", str(precious)],
                             tmp_path, check=False), "was not written by `fomm import-checkpoint`")
     assert precious.read_bytes() == b"somebody's file"
     assert not any((tmp_path / name).exists() for name in ("x.pt", "x.pth.tar", "x.yaml"))

@@ -14,16 +14,8 @@ from fomm_core.models import build_models
 from fomm_core.talker import (Syncers, Talker, keypoints_path, save_clip_keypoints, save_syncers_checkpoint,
                               save_talker_checkpoint)
 
-from _inference_helpers import run_cli, run_in_process, save_tiny_checkpoint, tiny_model_config
+from _inference_helpers import one_line_error, run_cli, run_in_process, save_tiny_checkpoint, tiny_model_config
 from _talker_helpers import fake_shard_store, tiny_model, tiny_syncer, tiny_train
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):
