@@ -21,7 +21,6 @@ the columns, each 64-byte aligned; offsets count from the first byte after the p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -31,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .digest import sha256_of_file
 from .errors import FommError
 
 INDEX = "index.parquet"
@@ -78,14 +78,6 @@ def unsafe_relative_path(rel: str) -> bool:
 
 def aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
-
-
-def parquet_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ where the bytes come from
@@ -241,7 +233,7 @@ class ClipIndex:
         index = root / INDEX
         if not index.is_file():
             raise FommError(f"{index}: shard index not found; run fomm shard first")
-        source = cls._published(root / COMPACT_INDEX, parquet_sha256(index))
+        source = cls._published(root / COMPACT_INDEX, sha256_of_file(index))
         if source is not None:
             return cls(root, source, on_disk=True)
         from .clip_index_build import encode_parquet  # pyarrow, only for indexes without index.cols

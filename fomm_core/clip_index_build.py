@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .clip_index import (
-    _HEAD, COMPACT_INDEX, FEATURES_SUBDIR, FORMAT, INDEX, MAGIC, ClipEntry, aligned, parquet_sha256,
+    _HEAD, COMPACT_INDEX, FEATURES_SUBDIR, FORMAT, INDEX, MAGIC, ClipEntry, aligned,
     unsafe_relative_path,
 )
+from .digest import sha256_of_file
 from .errors import FommError
 
 INDEX_SCHEMA = pa.schema([
@@ -200,7 +201,7 @@ def write_index(root: str | os.PathLike, rows: pa.Table) -> None:
     rows = rows.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
     with atomic_path(root / INDEX) as parquet_tmp:
         pq.write_table(rows, parquet_tmp, compression="zstd")
-        meta, arrays = encode(rows, str(root / INDEX), parquet_sha256(parquet_tmp))
+        meta, arrays = encode(rows, str(root / INDEX), sha256_of_file(parquet_tmp))
         with atomic_path(root / COMPACT_INDEX) as cols_tmp:
             with open(cols_tmp, "wb") as sink:
                 write_columns(sink, meta, arrays)
@@ -212,7 +213,7 @@ def encode_parquet(path: Path) -> bytes:
         rows = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise FommError(f"{path}: not a readable Parquet file ({exc}); re-run `dvc repro shard`") from None
-    meta, arrays = encode(rows, str(path), parquet_sha256(path))
+    meta, arrays = encode(rows, str(path), sha256_of_file(path))
     sink = io.BytesIO()
     write_columns(sink, meta, arrays)
     return sink.getvalue()

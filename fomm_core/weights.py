@@ -26,6 +26,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from .atomic import atomic_path
+from .digest import sha256_of_file
 from .errors import FommError
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -75,14 +76,6 @@ def _file_name(url: str) -> str:
     if not name:
         raise FommError(f"weights URL {url!r} does not end in a file name")
     return name
-
-
-def sha256_of_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha_prefix_from_name(name: str | os.PathLike) -> str | None:

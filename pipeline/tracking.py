@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from fomm_core.digest import sha256_of_file
 from fomm_core.errors import FommError
 from fomm_core.training.logger import NullLogger, TrainingLogger
 
@@ -269,12 +270,6 @@ def run_name(kind: str, key_params: Mapping[str, Any] | None = None, tags: Mappi
     return " ".join([kind, label, *(f"{k}={_short(v)}" for k, v in (key_params or {}).items())])
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    from fomm_core.weights import sha256_of_file
-
-    return sha256_of_file(path)
-
-
 # ---------------------------------------------------------------- runs
 
 
@@ -318,7 +313,7 @@ class MlflowLogger:
 
     def mark_output(self, path: str | os.PathLike) -> str:
         """Tag the model file this run wrote, so later runs that read it can link back here."""
-        sha = file_sha256(path)
+        sha = sha256_of_file(path)
         self.set_tags({OUTPUT_TAG: sha})
         return sha
 
@@ -391,7 +386,7 @@ def tracked_run(kind: str, params: Mapping[str, Any], tags: Mapping[str, str] | 
     exp = store.experiment_id(family)
     all_tags = {KIND_TAG: kind, **default_tags(), **(tags or {})}
     for name, path in (inputs or {}).items():
-        sha = file_sha256(path)
+        sha = sha256_of_file(path)
         all_tags[f"fomm.input.{name}.sha256"] = sha
         producer = store.producer_run(sha)
         if producer is not None:
