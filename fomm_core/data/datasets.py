@@ -99,11 +99,12 @@ class FramePairDataset(Dataset):
         self.people = groups.people
         self._by_person = groups.rows
         self._person_start = groups.starts
+        self._pairable = groups.pairable
         self.clips: Sequence[ClipEntry] = ClipSeq(self.store.index, groups.pairable)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("clips", "people", "_by_person", "_person_start"):  # rebuilt from the index
+        for key in ("clips", "people", "_by_person", "_person_start", "_pairable"):  # rebuilt from the index
             state.pop(key)
         return state
 
@@ -122,15 +123,12 @@ class FramePairDataset(Dataset):
         if self.id_sampling:
             first, end = int(self._person_start[idx]), int(self._person_start[idx + 1])
             row = int(self._by_person[first + int(rng.integers(end - first))])
-            num_frames = int(index.num_frames[row])
-            i, j = sorted(int(f) for f in rng.choice(num_frames, size=2, replace=False))
-            pair = self.store.read_row_frames(row, [i, j])
-            clip_id = index.clip_id(row)
         else:
-            clip = self.clips[idx]
-            i, j = sorted(int(f) for f in rng.choice(clip.num_frames, size=2, replace=False))
-            pair = self.store.read_frames(clip, [i, j])
-            clip_id = clip.clip_id
+            row = int(self._pairable[idx])
+        num_frames = int(index.num_frames[row])
+        i, j = sorted(int(f) for f in rng.choice(num_frames, size=2, replace=False))
+        pair = self.store.read_row_frames(row, [i, j])
+        clip_id = index.clip_id(row)
         convert = to_tensor if self.as_float else to_chw_uint8
         source, driving = convert(pair[0]), convert(pair[1])
         if self.augment is not None:

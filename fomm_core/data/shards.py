@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, Sequence, overload
+from typing import Callable, Iterator, Sequence, overload
 
 import numpy as np
 
@@ -137,21 +137,27 @@ class ShardStore:
         while self._open:
             self._open.popitem()[1].close()
 
-    def _rows(self, entry: ClipEntry, frames: Sequence[int]) -> list[int]:
+    @staticmethod
+    def _frame_rows(start: int, count: int, frames: Sequence[int], clip_id: Callable[[], str]) -> list[int]:
+        """Shard rows of a clip's ``frames`` (checked); ``clip_id`` is looked up only for the error."""
         rows = []
         for frame in frames:
             frame = int(frame)
-            if not 0 <= frame < entry.num_frames:
-                raise IndexError(f"frame {frame} outside clip {entry.clip_id} ({entry.num_frames} frames)")
-            rows.append(entry.row_start + frame)
+            if not 0 <= frame < count:
+                raise IndexError(f"frame {frame} outside clip {clip_id()} ({count} frames)")
+            rows.append(start + frame)
         return rows
+
+    def _read(self, shard: str, rows: list[int]) -> list[bytes]:
+        images = self._shard(shard).read(rows)
+        self.frames_read += len(images)
+        return images
 
     def read_images(self, clip: ClipEntry | str, frames: Sequence[int]) -> list[bytes]:
         """Encoded image bytes of ``frames`` of a clip."""
         entry = self._entry(clip)
-        images = self._shard(entry.shard).read(self._rows(entry, frames))
-        self.frames_read += len(images)
-        return images
+        return self._read(entry.shard, self._frame_rows(entry.row_start, entry.num_frames, frames,
+                                                        lambda: entry.clip_id))
 
     def read_frames(self, clip: ClipEntry | str, frames: Sequence[int]) -> list[np.ndarray]:
         """RGB uint8 (H, W, 3) arrays of the given frames; only those frames are read."""
@@ -160,15 +166,9 @@ class ShardStore:
     def read_row_frames(self, row: int, frames: Sequence[int]) -> list[np.ndarray]:
         """:meth:`read_frames` by index row, without building a :class:`ClipEntry` (the hot path)."""
         index = self.index
-        start, count = int(index.row_start[row]), int(index.num_frames[row])
-        rows = []
-        for frame in frames:
-            if not 0 <= int(frame) < count:
-                raise IndexError(f"frame {frame} outside clip {index.clip_id(row)} ({count} frames)")
-            rows.append(start + int(frame))
-        images = self._shard(index.shard(row)).read(rows)
-        self.frames_read += len(images)
-        return [decode_image(buf) for buf in images]
+        rows = self._frame_rows(int(index.row_start[row]), int(index.num_frames[row]), frames,
+                                lambda: index.clip_id(row))
+        return [decode_image(buf) for buf in self._read(index.shard(row), rows)]
 
     def iter_frames(self, clip: ClipEntry | str, batch: int = 32) -> Iterator[np.ndarray]:
         """A clip's frames in order as (B, H, W, 3) uint8 arrays, one read per batch."""
