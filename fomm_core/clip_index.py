@@ -357,6 +357,17 @@ class ClipIndex:
         return None
 
 
+class _Columns(dict):
+    """Columns by name; a name the file lacks is a one-line error, not a KeyError."""
+
+    def __init__(self, where: str):
+        super().__init__()
+        self.where = where
+
+    def __missing__(self, name: str) -> Column:
+        raise FommError(f"{self.where}: column {name} missing; re-run `dvc repro shard`")
+
+
 def read_header(source: Source, where: str) -> tuple[dict, dict[str, Column]]:
     """The header of an index in ``source`` and its columns, each checked to lie inside it."""
 
@@ -374,7 +385,7 @@ def read_header(source: Source, where: str) -> tuple[dict, dict[str, Column]]:
         if meta.get("format") != FORMAT:
             raise bad(f"index format {meta.get('format')!r}, this fomm reads {FORMAT!r}")
         data_start = aligned(_HEAD.size + length)
-        columns = {}
+        columns = _Columns(where)
         for name, (dtype, offset, count) in meta["columns"].items():
             dt = np.dtype(dtype)
             if dt.kind not in "uif" or dt.byteorder == ">" or not 0 <= offset or not 0 <= count:

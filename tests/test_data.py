@@ -428,6 +428,11 @@ def test_index_columns_match_the_parquet_rows_and_fall_back_without_their_file(s
         (copy / "index.cols").write_bytes(damage)
         damaged = ShardStore(copy)
         assert not damaged.index.on_disk and list(damaged.clips) == list(store.clips)
+    # One that matches index.parquet but lacks a column is one line, not a KeyError.
+    renamed = (root / "index.cols").read_bytes().replace(b'"row_start"', b'"row_stars"', 1)
+    (copy / "index.cols").write_bytes(renamed)
+    with pytest.raises(FommError, match=r"index.cols: column row_start missing; re-run `dvc repro shard`"):
+        ShardStore(copy)
 
 
 def test_a_pickled_index_refuses_a_replaced_file(shards, tmp_path):
